@@ -1,0 +1,124 @@
+"""The notebook pipeline: parameter checking, papermill runs, the course summary page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tireid_lite.cli import main
+from tireid_lite.course import check_parameters, notebook_parameters, run_course, run_notebook
+from tireid_lite.errors import NotebookParameterError, TIReIDError
+from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metrics
+
+
+def _write_notebook(path: Path, body: str, params: str = 'profile = ""\noutput_dir = ""\nscale = 2') -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"), cell, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+GOOD = """
+from tireid_lite.notebook import resolve_output_dir, save_metrics
+import matplotlib.pyplot as plt
+out = resolve_output_dir(output_dir, "00_good")
+plt.plot([0, 1], [0, scale]); plt.show()
+save_metrics(out, {"answer": 21 * scale})
+"""
+
+BAD = """
+raise RuntimeError("this notebook is broken on purpose")
+"""
+
+
+@pytest.fixture
+def course_dir(tmp_path):
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    _write_notebook(folder / "00_good.ipynb", GOOD)
+    _write_notebook(folder / "01_bad.ipynb", BAD)
+    return folder
+
+
+def test_parameters_are_read_from_the_tagged_cell(course_dir):
+    assert notebook_parameters(course_dir / "00_good.ipynb") == {"profile": "", "output_dir": "", "scale": 2}
+
+
+def test_unknown_parameter_names_the_notebook_and_the_known_ones(course_dir):
+    with pytest.raises(NotebookParameterError) as err:
+        check_parameters(course_dir / "00_good.ipynb", {"sclae": 3})
+    message = str(err.value)
+    assert "00_good.ipynb" in message and "'sclae'" in message
+    assert "profile, output_dir, scale" in message
+
+
+def test_unknown_parameter_is_refused_before_running(course_dir, tmp_path):
+    with pytest.raises(NotebookParameterError):
+        run_notebook(course_dir / "00_good.ipynb", tmp_path / "out", {"sclae": 3})
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_literal_parameter_cell_is_refused(tmp_path):
+    nb = _write_notebook(tmp_path / "02_x.ipynb", "pass", params="import os\noutput_dir = os.getcwd()")
+    with pytest.raises(TIReIDError, match="literals only"):
+        notebook_parameters(nb)
+
+
+def test_run_notebook_passes_parameters_and_collects_metrics_and_figures(course_dir, tmp_path):
+    run = run_notebook(course_dir / "00_good.ipynb", tmp_path / "out", {"scale": 3})
+    assert run.status == "ok", run.error
+    assert run.metrics == {"answer": 63}
+    assert json.loads((tmp_path / "out" / "00_good" / "metrics.json").read_text()) == {"answer": 63}
+    assert len(run.figures) == 1 and run.figures[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_failing_notebook_is_reported_not_raised(course_dir, tmp_path):
+    run = run_notebook(course_dir / "01_bad.ipynb", tmp_path / "out")
+    assert run.status == "failed"
+    assert "RuntimeError" in run.error and "broken on purpose" in run.error
+
+
+def test_course_runs_every_notebook_and_marks_failures(course_dir, tmp_path, capsys):
+    code = main(["course", "--notebooks-dir", str(course_dir), "--runs-dir", str(tmp_path / "runs")])
+    assert code == 1
+    (stamp,) = list((tmp_path / "runs").iterdir())
+    page = (stamp / "index.html").read_text()
+    assert "00_good" in page and "01_bad" in page
+    assert '<tr class="failed"><td><a href="#01_bad">' in page
+    assert '<tr class="ok"><td><a href="#00_good">' in page
+    assert "figures/figure_01.png" in page
+    assert "summary:" in capsys.readouterr().out
+
+
+def test_course_refuses_a_parameter_no_notebook_has(course_dir, tmp_path):
+    with pytest.raises(NotebookParameterError, match="scale"):
+        run_course(tmp_path / "runs", sorted(course_dir.glob("*.ipynb")), {"no_such": 1})
+
+
+def test_resolve_profile_uses_environment(monkeypatch):
+    monkeypatch.delenv("TIREID_PROFILE", raising=False)
+    assert resolve_profile("") == "cpu"
+    monkeypatch.setenv("TIREID_PROFILE", "gpu")
+    assert resolve_profile("") == "gpu"
+    assert resolve_profile("cpu") == "cpu"
+    with pytest.raises(TIReIDError, match="unknown profile 'tpu'"):
+        resolve_profile("tpu")
+
+
+def test_save_metrics_refuses_non_finite_numbers(tmp_path):
+    with pytest.raises(ValueError, match="'R1' is nan"):
+        save_metrics(tmp_path, {"R1": float("nan")})
+    assert not (tmp_path / "metrics.json").exists()
+    save_metrics(tmp_path, {"R1": 12.5, "table": {"a": [1, 2]}})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"R1": 12.5, "table": {"a": [1, 2]}}
+
+
+def test_resolve_output_dir_defaults_to_a_temporary_folder(tmp_path):
+    assert resolve_output_dir(str(tmp_path / "x"), "01_data") == tmp_path / "x"
+    assert resolve_output_dir("", "01_data").name == "01_data"

@@ -1,0 +1,75 @@
+"""Small helpers every notebook calls in its first cells (taught in ``00_welcome``).
+
+A notebook's ``parameters`` cell holds literals only (papermill replaces it);
+the cell after it resolves them::
+
+    profile = resolve_profile(profile)            # "" -> $TIREID_PROFILE or "cpu"
+    output_dir = resolve_output_dir(output_dir, "01_data")
+
+and its last cell writes the numbers it computed with :func:`save_metrics`, which
+the regression tests compare with ``tests/golden/<notebook>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from tireid_lite.errors import ConfigError
+
+PROFILES = ("cpu", "gpu")
+
+
+def resolve_profile(profile: str = "") -> str:
+    """The profile to run: ``profile`` if given, else ``$TIREID_PROFILE``, else ``"cpu"``."""
+    name = (profile or os.environ.get("TIREID_PROFILE", "") or "cpu").strip().lower()
+    if name not in PROFILES:
+        raise ConfigError(
+            f"unknown profile {name!r}; use one of {', '.join(PROFILES)} "
+            "(set it with the notebook parameter `profile` or TIREID_PROFILE)"
+        )
+    return name
+
+
+def resolve_output_dir(output_dir: str, notebook: str) -> Path:
+    """Where a notebook writes ``metrics.json``; a fresh temporary folder when not given."""
+    if output_dir:
+        path = Path(output_dir).expanduser()
+    else:
+        path = Path(tempfile.gettempdir()) / "tireid-lite-notebooks" / notebook
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _check_value(key: str, value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"metric {key!r} is {value}; only finite numbers can be compared")
+        return value
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return _check_value(key, value.item())
+    if isinstance(value, Mapping):
+        return {str(k): _check_value(f"{key}.{k}", v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_check_value(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    raise TypeError(f"metric {key!r} has type {type(value).__name__}; use numbers, strings or lists")
+
+
+def save_metrics(output_dir: str | os.PathLike, metrics: Mapping[str, Any]) -> Path:
+    """Write ``metrics.json`` (atomically) into ``output_dir`` and return its path."""
+    clean = {str(k): _check_value(str(k), v) for k, v in metrics.items()}
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "metrics.json"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".metrics-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(clean, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, target)
+    return target
