@@ -1,0 +1,212 @@
+"""``TIReIDModel``: the two towers plus the heads a method switches on.
+
+Every method of the course is this one model with different heads:
+
+* ``baseline``: global matching (SDM) + identity classification (ID);
+* ``irra``: baseline + implicit relation reasoning (masked language
+  modelling through the cross-modal module, :class:`MaskedLanguageHead`).
+
+A head is a small module with ``forward(model, enc, batch) -> dict`` returning
+its losses (names listed in ``head.losses``) and extra logged values; the model
+sums the losses with the weights of the config (``model.<name>_loss_weight``).
+New mechanisms add heads; the towers, the global features and the evaluation
+path stay the same. Taught in ``02_baseline_irra``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tireid_lite.config import Config
+from tireid_lite.losses.identity import id_loss
+from tireid_lite.losses.matching import sdm_loss
+from tireid_lite.losses.mlm import masked_accuracy, mlm_loss
+from tireid_lite.models.cross_modal import CrossModalEncoder, TokenPredictionHead
+from tireid_lite.models.towers import build_image_tower, build_text_tower, pool_at
+from tireid_lite.text.masking import RandomTokenMasking
+from tireid_lite.text.tokenizers import Tokenizer
+
+# Which heads each method uses (mechanisms of later notebooks extend this table).
+METHOD_HEADS: dict[str, tuple[str, ...]] = {
+    "baseline": ("id",),
+    "irra": ("id", "mlm"),
+}
+
+
+@dataclass
+class Encoded:
+    """What the towers produced for one training batch."""
+
+    image_tokens: Tensor  # (B, 1+N, D), class token first
+    text_tokens: Tensor  # (B, L, D)
+    image_feats: Tensor  # (B, D) global image feature (class token)
+    text_feats: Tensor  # (B, D) global text feature (end token)
+
+
+class IdentityHead(nn.Module):
+    """One linear classifier over training identities shared by both modalities (IRRA's ID loss)."""
+
+    losses = ("id",)
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(dim, num_classes)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, model: "TIReIDModel", enc: Encoded, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        image_logits = self.classifier(enc.image_feats.float())  # (B, C)
+        text_logits = self.classifier(enc.text_feats.float())  # (B, C)
+        pids = batch["pids"]
+        with torch.no_grad():
+            acc = ((image_logits.argmax(1) == pids).float().mean() + (text_logits.argmax(1) == pids).float().mean()) / 2
+        return {"id": id_loss(image_logits, text_logits, pids), "id_acc": acc}
+
+
+class MaskedLanguageHead(nn.Module):
+    """IRRA's implicit relation reasoning: predict masked words from the image.
+
+    The masked caption (``batch["mlm_ids"]``, drawn by the dataset's caption
+    hook) goes through the text tower; its tokens query the image tokens in
+    the cross-modal module; a prediction head scores the vocabulary; the loss
+    is the cross-entropy on the masked positions only.
+    """
+
+    losses = ("mlm",)
+
+    def __init__(self, dim: int, heads: int, depth: int, vocab_size: int) -> None:
+        super().__init__()
+        self.cross = CrossModalEncoder(dim, heads, depth)
+        self.predict = TokenPredictionHead(dim, vocab_size)
+
+    def logits(self, model: "TIReIDModel", mlm_ids: Tensor, image_tokens: Tensor) -> Tensor:
+        """Vocabulary scores (B, L, V) for every position of the masked captions."""
+        text_tokens = model.text_tower(mlm_ids, model.tokenizer.attention_mask(mlm_ids))  # (B, L, D)
+        fused = self.cross(text_tokens, image_tokens)  # (B, L, D)
+        return self.predict(fused).float()  # (B, L, V)
+
+    def forward(self, model: "TIReIDModel", enc: Encoded, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits = self.logits(model, batch["mlm_ids"], enc.image_tokens)
+        labels = batch["mlm_labels"]
+        return {"mlm": mlm_loss(logits, labels), "mlm_acc": masked_accuracy(logits, labels)}
+
+
+class TIReIDModel(nn.Module):
+    """Image tower + text tower + the heads of ``cfg.model.method``.
+
+    ``forward(batch)`` returns ``{"loss": weighted total, <each loss>, <logged values>}``;
+    ``encode_images`` / ``encode_texts`` give the global features used for
+    retrieval and ``similarity`` scores queries (texts) against the gallery (images).
+    """
+
+    def __init__(self, cfg: Config, tokenizer: Tokenizer, num_classes: int) -> None:
+        super().__init__()
+        m = cfg.model
+        if m.method not in METHOD_HEADS:
+            from tireid_lite.errors import ConfigError
+
+            raise ConfigError(
+                f"model.method {m.method!r} is not built into TIReIDModel yet; available: {', '.join(METHOD_HEADS)}"
+            )
+        self.method = m.method
+        self.tokenizer = tokenizer
+        pretrained = m.pretrained_dir or None
+        self.image_tower = build_image_tower(
+            img_size=tuple(cfg.data.image_size),
+            **({} if pretrained else dict(patch_size=m.patch_size, width=m.image_width, depth=m.image_depth,
+                                          heads=m.image_heads, out_dim=m.embed_dim)),
+            pretrained_dir=pretrained,
+        )
+        self.text_tower = build_text_tower(
+            kind=m.text_kind,
+            vocab_size=tokenizer.vocab_size,
+            max_length=cfg.data.max_length,
+            **({} if pretrained else dict(width=m.text_width, depth=m.text_depth, heads=m.text_heads,
+                                          out_dim=m.embed_dim)),
+            pretrained_dir=pretrained,
+        )
+        dim = self.image_tower.out_dim
+        self.register_buffer("logit_scale", torch.tensor(1.0 / m.temperature), persistent=False)
+        self.loss_weights = {"sdm": m.sdm_loss_weight, "id": m.id_loss_weight, "mlm": m.mlm_loss_weight}
+        self.heads = nn.ModuleDict()
+        wanted = METHOD_HEADS[m.method]
+        if "id" in wanted and m.id_loss_weight > 0:
+            self.heads["id"] = IdentityHead(dim, num_classes)
+        if "mlm" in wanted and m.mlm_loss_weight > 0:
+            self.heads["mlm"] = MaskedLanguageHead(dim, m.cross_heads, m.cross_depth, tokenizer.vocab_size)
+        self.caption_hook = (
+            RandomTokenMasking(tokenizer.mask_token_id, tokenizer.vocab_size, tokenizer.special_ids, m.mlm_prob)
+            if "mlm" in self.heads else None
+        )
+        self.pretrained = pretrained is not None
+
+    # ----------------------------------------------------------------- encoding
+    def encode_image_tokens(self, images: Tensor) -> Tensor:
+        return self.image_tower(images).tokens  # (B, 1+N, D)
+
+    def encode_text_tokens(self, caption_ids: Tensor) -> Tensor:
+        return self.text_tower(caption_ids, self.tokenizer.attention_mask(caption_ids))  # (B, L, D)
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """Global image features (B, D): the class token."""
+        return self.encode_image_tokens(images)[:, 0]
+
+    def encode_texts(self, caption_ids: Tensor) -> Tensor:
+        """Global text features (B, D): the end-of-text token."""
+        return pool_at(self.encode_text_tokens(caption_ids), caption_ids, self.tokenizer.eot_id)
+
+    def similarity(self, text_feats: Tensor, image_feats: Tensor) -> Tensor:
+        """Cosine similarity (Q, G) between text queries and gallery images."""
+        return F.normalize(text_feats.float(), dim=-1) @ F.normalize(image_feats.float(), dim=-1).t()
+
+    def encode_pair(self, batch: dict[str, Tensor]) -> Encoded:
+        image_tokens = self.encode_image_tokens(batch["images"])
+        text_tokens = self.encode_text_tokens(batch["caption_ids"])
+        return Encoded(
+            image_tokens=image_tokens,
+            text_tokens=text_tokens,
+            image_feats=image_tokens[:, 0],
+            text_feats=pool_at(text_tokens, batch["caption_ids"], self.tokenizer.eot_id),
+        )
+
+    # ----------------------------------------------------------------- training
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        enc = self.encode_pair(batch)
+        out: dict[str, Tensor] = {"sdm": sdm_loss(enc.image_feats, enc.text_feats, batch["pids"], self.logit_scale)}
+        for head in self.heads.values():
+            out.update(head(self, enc, batch))
+        out["loss"] = sum(self.loss_weights[name] * out[name] for name in self.loss_names())
+        return out
+
+    def loss_names(self) -> list[str]:
+        """The losses that make up ``loss``, in order."""
+        return ["sdm", *(name for head in self.heads.values() for name in head.losses)]
+
+    def on_epoch_start(self, epoch: int, trainer=None) -> None:
+        """Hook for mechanisms that act between epochs (noise partitioners); nothing here."""
+
+    def parameter_groups(
+        self, lr: float, weight_decay: float, new_module_lr_factor: float = 5.0, pretrained_lr_factor: float = 1.0
+    ) -> list[dict]:
+        """IRRA's optimiser groups: new modules (heads) learn ``new_module_lr_factor`` times
+        faster than the towers; pretrained towers use ``lr * pretrained_lr_factor``.
+        Biases, norms, embeddings and tokens get no weight decay."""
+        tower_lr = lr * (pretrained_lr_factor if self.pretrained else 1.0)
+        groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            in_tower = name.startswith(("image_tower.", "text_tower."))
+            group_lr = tower_lr if in_tower else lr * new_module_lr_factor
+            no_decay = param.ndim < 2 or "embed" in name or "token" in name
+            groups.setdefault((group_lr, 0.0 if no_decay else weight_decay), []).append(param)
+        return [{"params": params, "lr": glr, "weight_decay": wd} for (glr, wd), params in groups.items()]
+
+
+def build_model(cfg: Config, tokenizer: Tokenizer, num_classes: int) -> TIReIDModel:
+    """The model for ``cfg.model.method``."""
+    return TIReIDModel(cfg, tokenizer, num_classes)
