@@ -1,0 +1,169 @@
+"""Torch datasets over a :class:`~tireid_lite.data.records.PedesDataset`: training pairs, gallery, queries.
+
+Taught in ``01_data`` (one batch, drawn and shown) and used by every training notebook.
+
+Items are dicts of tensors, so the default collate stacks them:
+
+* :class:`TrainPairsDataset`: ``images (3, H, W)`` float, ``caption_ids (L,)`` long,
+  ``pids``, ``image_ids``, ``index`` long scalars, ``noisy`` bool scalar (the injected
+  ground truth, all False without noise), plus whatever the optional ``caption_hook``
+  returns (masked-language inputs plug in there);
+* :class:`GalleryDataset`: ``images``, ``pids``, ``image_ids``;
+* :class:`QueryDataset`: ``caption_ids``, ``pids``, ``query_ids``.
+
+Randomness per training item: one seed is drawn from torch's generator each time an item
+is drawn (so a seeded ``DataLoader`` and its workers reproduce it) and feeds a
+``numpy.random.Generator`` that decides the flip and is handed to ``caption_hook``, so
+masks are re-drawn every time. The flip is decided here, not in the transform, because a
+flipped image needs its caption mirrored (see :mod:`tireid_lite.data.transforms`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from tireid_lite.data.noise import NoiseInjection
+from tireid_lite.data.records import SPLITS, PedesDataset
+from tireid_lite.data.transforms import has_horizontal_flip, mirror_caption
+from tireid_lite.errors import ConfigError, DatasetError
+from tireid_lite.text.tokenizers import Tokenizer
+
+ImageTransform = Callable[[Image.Image], torch.Tensor]
+CaptionHook = Callable[[str, torch.Tensor, np.random.Generator], Mapping[str, torch.Tensor]]
+
+TRAIN_KEYS = ("images", "caption_ids", "pids", "image_ids", "index", "noisy")
+
+
+def read_image(path: Path) -> Image.Image:
+    """The image at ``path`` as RGB, or one clear error naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DatasetError(
+            f"cannot open image {path} ({err}); run `tireid check-data --full` on the dataset root "
+            "to list every missing or unreadable image"
+        ) from err
+
+
+def _check_split(dataset: PedesDataset, split: str) -> None:
+    if split not in SPLITS or not dataset.has_split(split):
+        present = ", ".join(s for s in SPLITS if dataset.has_split(s)) or "(none: the dataset is empty)"
+        raise DatasetError(f"{dataset.name} has no {split!r} split; use one of {present}")
+
+
+class TrainPairsDataset(Dataset):
+    """One item per training caption: image (flipped with its caption at random) and caption ids."""
+
+    def __init__(
+        self,
+        dataset: PedesDataset,
+        tokenizer: Tokenizer,
+        transform: ImageTransform,
+        *,
+        flip_p: float = 0.5,
+        noise: NoiseInjection | None = None,
+        caption_hook: CaptionHook | None = None,
+    ) -> None:
+        if not 0.0 <= flip_p <= 1.0:
+            raise ConfigError(f"flip_p={flip_p!r} is not a probability in [0, 1]")
+        if flip_p > 0 and has_horizontal_flip(transform):
+            raise ConfigError(
+                "the image transform already flips images, so captions would not be mirrored; "
+                "build it with build_transforms(..., flip=False) and let the dataset flip (flip_p)"
+            )
+        pairs = dataset.train_pairs()
+        if not pairs:
+            raise DatasetError(
+                f"{dataset.name} (root {dataset.root}) has no training captions; check its annotation file"
+            )
+        self.dataset = dataset
+        self.tokenizer = tokenizer
+        self.transform = transform
+        self.flip_p = float(flip_p)
+        self.caption_hook = caption_hook
+        self.pairs = noise.apply(pairs) if noise is not None else pairs
+        self.noisy = noise.noisy.copy() if noise is not None else np.zeros(len(pairs), dtype=bool)  # (N,)
+        self.pids = np.array([p.pid for p in pairs], dtype=np.int64)  # (N,)
+        self.num_classes = int(self.pids.max()) + 1
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        pair = self.pairs[index]
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        image = read_image(self.dataset.image_path(pair.path))
+        caption = pair.caption
+        if rng.random() < self.flip_p:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            caption = mirror_caption(caption)
+        caption_ids = self.tokenizer([caption])[0]  # (L,)
+        item = {
+            "images": self.transform(image),  # (3, H, W)
+            "caption_ids": caption_ids,
+            "pids": torch.tensor(pair.pid, dtype=torch.long),
+            "image_ids": torch.tensor(pair.image_id, dtype=torch.long),
+            "index": torch.tensor(pair.index, dtype=torch.long),
+            "noisy": torch.tensor(bool(self.noisy[index])),
+        }
+        if self.caption_hook is not None:
+            extra = self.caption_hook(caption, caption_ids, rng)
+            clash = sorted(set(extra) & set(item))
+            if clash:
+                raise ConfigError(
+                    f"caption_hook returned {', '.join(clash)}, which the dataset already provides; rename them"
+                )
+            item.update(extra)
+        return item
+
+
+class GalleryDataset(Dataset):
+    """Every image of an evaluation split, in file order: ``images``, ``pids``, ``image_ids``."""
+
+    def __init__(self, dataset: PedesDataset, split: str, transform: ImageTransform) -> None:
+        _check_split(dataset, split)
+        eval_set = dataset.eval_set(split)
+        self.dataset = dataset
+        self.transform = transform
+        self.paths = eval_set.gallery_paths
+        self.pids = np.asarray(eval_set.gallery_pids, dtype=np.int64)  # (G,)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image = read_image(self.dataset.image_path(self.paths[index]))
+        return {
+            "images": self.transform(image),  # (3, H, W)
+            "pids": torch.tensor(int(self.pids[index]), dtype=torch.long),
+            "image_ids": torch.tensor(index, dtype=torch.long),
+        }
+
+
+class QueryDataset(Dataset):
+    """Every caption of an evaluation split, tokenized once: ``caption_ids``, ``pids``, ``query_ids``."""
+
+    def __init__(self, dataset: PedesDataset, split: str, tokenizer: Tokenizer) -> None:
+        _check_split(dataset, split)
+        eval_set = dataset.eval_set(split)
+        self.captions = eval_set.query_captions
+        self.pids = np.asarray(eval_set.query_pids, dtype=np.int64)  # (Q,)
+        self.image_ids = np.asarray(eval_set.query_image_ids, dtype=np.int64)  # (Q,)
+        self.caption_ids = tokenizer(self.captions)  # (Q, L)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {
+            "caption_ids": self.caption_ids[index],  # (L,)
+            "pids": torch.tensor(int(self.pids[index]), dtype=torch.long),
+            "query_ids": torch.tensor(index, dtype=torch.long),
+        }
