@@ -1,0 +1,148 @@
+"""Benchmark: SynthPEDES generation speed, PNG encoding and file writing included.
+
+Times :func:`tireid_lite.data.synth.generate_synth` writing the default dataset
+(800 identities x 4 images at 96x32, 3,200 images, 6,400 captions) into a
+temporary directory beside the cached datasets (``$TIREID_CACHE/synth``; choose
+another folder with ``--dir``), and, to explain the figure, its stages alone:
+sampling and drawing the images, writing the captions, and encoding the PNGs.
+
+Run alone: ``python benchmarks/bench_synth.py [--quick]`` prints the images/s
+and the result, and writes ``benchmarks/results/synth.json`` as ``run_all.py``
+does (``run_all.py synth`` also refreshes ``RESULTS.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from run_all import RESULTS_DIR, budget_met, machine_info, write_atomically
+from tireid_lite.data.synth import (
+    VIEWS,
+    caption_for,
+    generate_synth,
+    render_scenes,
+    sample_identity,
+    sample_scene,
+)
+from tireid_lite.data.synth.generate import PNG_LEVEL, WRITER_THREADS, cache_dir
+from tireid_lite.data.synth.png import encode_png
+
+FULL = dict(ids_train=500, ids_val=100, ids_test=200, images_per_id=4)  # generate_synth's defaults
+QUICK = dict(ids_train=150, ids_val=25, ids_test=25, images_per_id=4)
+SIZE = (96, 32)
+STAGE_IMAGES = 1024
+
+BUDGET_TEXT = "SynthPEDES: >= 1,000 images/s generated (PNG encoding and writing included)."
+LIMITS = {"images_per_s": {"min": 1000.0}}
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_generation(params: dict, repeats: int, where: Path) -> float:
+    """Median seconds of a whole ``generate_synth`` run into fresh directories under ``where``."""
+    where.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".bench-synth-", dir=where) as tmp:
+        runs = iter(range(repeats + 1))  # a fresh output folder for every run
+        return median_seconds(
+            lambda: generate_synth(Path(tmp) / f"run{next(runs)}", size=SIZE, **params), repeats
+        )
+
+
+def time_stages(repeats: int) -> dict[str, float]:
+    """Images per second of each stage alone, on ``STAGE_IMAGES`` images."""
+    rng = np.random.default_rng(0)
+    people = [sample_identity(rng) for _ in range(STAGE_IMAGES)]
+    views = [VIEWS[k % len(VIEWS)] for k in range(STAGE_IMAGES)]
+    draws = random.Random(0)
+
+    def draw() -> object:
+        scenes = [sample_scene(p, v, draws) for p, v in zip(people, views)]
+        return [render_scenes(scenes[i : i + 256], SIZE) for i in range(0, STAGE_IMAGES, 256)]
+
+    drawn = draw()
+    visible = [v for batch in drawn for v in batch.visible]
+    images = np.concatenate([batch.images for batch in drawn])
+    parts = np.concatenate([batch.parts for batch in drawn])
+    caption_s = median_seconds(
+        lambda: [caption_for(p, v, draws, visible=s) for p, v, s in zip(people, views, visible)], repeats
+    )
+    encode_s = median_seconds(
+        lambda: [(encode_png(i, PNG_LEVEL), encode_png(p, PNG_LEVEL)) for i, p in zip(images, parts)], repeats
+    )
+    return {
+        "draw_images_per_s": round(STAGE_IMAGES / median_seconds(draw, repeats)),
+        "captions_per_s": round(STAGE_IMAGES / caption_s),
+        "encode_images_per_s": round(STAGE_IMAGES / encode_s),
+    }
+
+
+def main(quick: bool = False, where: Path | None = None) -> dict:
+    """Time a full generation and its stages.
+
+    The dataset is written where :func:`ensure_synth` keeps it (``$TIREID_CACHE/synth``)
+    unless ``where`` says otherwise: creating thousands of small files costs very
+    different amounts on different disks, so the figure is taken where it matters.
+    """
+    params = QUICK if quick else FULL
+    repeats = 1 if quick else 3
+    images = (params["ids_train"] + params["ids_val"] + params["ids_test"]) * params["images_per_id"]
+    target = where or cache_dir() / "synth"
+    label = "$TIREID_CACHE/synth" if where is None else str(target)
+    seconds = time_generation(params, repeats, target)
+    figures = {
+        "images": images,
+        "captions": 2 * images,
+        "height": SIZE[0],
+        "width": SIZE[1],
+        "writer_threads": WRITER_THREADS,
+        "generate_median_s": round(seconds, 3),
+        "images_per_s": round(images / seconds, 1),
+        **time_stages(repeats),
+    }
+    return {
+        "name": "synth",
+        "description": f"generate_synth into a temporary folder under {label}, and its stages alone",
+        "figures": figures,
+        "budget": {"text": BUDGET_TEXT, "limits": LIMITS},
+        "met": budget_met(figures, LIMITS),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller dataset and one repetition")
+    parser.add_argument("--dir", type=Path, help="write under this folder (default $TIREID_CACHE/synth)")
+    args = parser.parse_args()
+    quick = args.quick
+    started = time.perf_counter()
+    result = main(quick=quick, where=args.dir)
+    print(f"SynthPEDES: {result['figures']['images_per_s']:.0f} images/s "
+          f"({result['figures']['images']} images in {result['figures']['generate_median_s']} s)")
+    print(json.dumps(result, indent=2))
+    record = {
+        **result,
+        "elapsed_s": round(time.perf_counter() - started, 2),
+        "quick": quick,
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+    }
+    write_atomically(RESULTS_DIR / "synth.json", json.dumps(record, indent=2) + "\n")

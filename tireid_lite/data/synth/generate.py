@@ -1,0 +1,237 @@
+"""Generate SynthPEDES on disk in CUHK-PEDES's native layout.
+
+``<out>/reid_raw.json`` lists every image as CUHK-PEDES does (``split``,
+``captions``, ``file_path`` relative to ``<out>/imgs/``, ``processed_tokens``,
+``id``); ``<out>/imgs/<split>/<id>/<id>_<k>.png`` are the images,
+``<out>/parts/`` holds one part map (mode "L", values index
+:data:`PART_CLASSES`) per image under the same relative path, and
+``<out>/attributes.json`` records the generation parameters, every identity's
+attributes, every image's view and visible features, and the hard-negative
+pairs of val and test. The dataset is written into a temporary directory
+beside ``out`` and moved into place at the end, so a crash never leaves half a
+dataset. Taught in ``01_data``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from tireid_lite.data.synth.attributes import Identity
+from tireid_lite.data.synth.captions import caption_for, tokens_of
+from tireid_lite.data.synth.knobs import SynthKnobs
+from tireid_lite.data.synth.materials import PART_CLASSES
+from tireid_lite.data.synth.plan import GENERATOR_VERSION, SynthParams, plan_identities, views_for
+from tireid_lite.data.synth.png import encode_png
+from tireid_lite.data.synth.render import render_scenes
+from tireid_lite.data.synth.rng import scalar_rng
+from tireid_lite.data.synth.scene import sample_scene
+from tireid_lite.errors import DatasetError
+from tireid_lite.progress import progress
+
+CAPTIONS_PER_IMAGE = 2
+BATCH = 256  # images drawn at once
+PNG_LEVEL = 3  # zlib level: about as fast as 1 on these drawings, and smaller files
+WRITER_THREADS = 2
+
+
+def _write_images(root: Path, rels: list[str], images: np.ndarray, parts: np.ndarray) -> None:
+    """Encode and write one batch of images and part maps (runs in a worker thread)."""
+    made: set[str] = set()
+    for rel, image, part in zip(rels, images, parts):
+        folder = os.path.dirname(rel)
+        if folder not in made:  # an identity's images may straddle two batches, hence exist_ok
+            os.makedirs(os.path.join(root, "imgs", folder), exist_ok=True)
+            os.makedirs(os.path.join(root, "parts", folder), exist_ok=True)
+            made.add(folder)
+        for top, pixels in (("imgs", image), ("parts", part)):
+            with open(os.path.join(root, top, rel), "wb") as f:
+                f.write(encode_png(pixels, level=PNG_LEVEL))
+
+
+def _write_dataset(root: Path, params: SynthParams) -> int:
+    """Write the whole dataset under ``root`` (an empty directory); returns the number of images.
+
+    The main thread samples, draws and captions batch after batch while worker
+    threads encode and write the previous batches (zlib and file writes release
+    the GIL). The bytes do not depend on the batch size or the thread timing.
+    """
+    streams = np.random.SeedSequence([params.seed, GENERATOR_VERSION]).spawn(3)
+    identity_rng, scene_rng, caption_rng = (np.random.default_rng(s) for s in streams)
+    scene_draws, caption_draws = scalar_rng(scene_rng), scalar_rng(caption_rng)  # drawn in image order
+    planned, pairs = plan_identities(params, identity_rng)
+    width = max(4, len(str(planned[-1].pid)))
+    jobs = []  # (planned identity, image index, view)
+    for p in planned:
+        jobs += [(p, k, view) for k, view in enumerate(views_for(params.images_per_id, scene_rng))]
+
+    entries, image_records = [], []
+    with ThreadPoolExecutor(max_workers=WRITER_THREADS) as pool:
+        pending: list[Future] = []
+        for start in progress(range(0, len(jobs), BATCH), desc="SynthPEDES", unit="batch"):
+            batch = jobs[start : start + BATCH]
+            scenes = [sample_scene(p.identity, view, scene_draws, params.knobs) for p, _, view in batch]
+            drawn = render_scenes(scenes, params.size)
+            rels = [f"{p.split}/{p.pid:0{width}d}/{p.pid:0{width}d}_{k:02d}.png" for p, k, _ in batch]
+            pending.append(pool.submit(_write_images, root, rels, drawn.images, drawn.parts))
+            for rel, (p, _, view), visible in zip(rels, batch, drawn.visible):
+                captions = _captions(p.identity, view, visible, params.knobs, caption_draws)
+                entries.append({
+                    "split": p.split,
+                    "captions": captions,
+                    "file_path": rel,
+                    "processed_tokens": [tokens_of(c) for c in captions],
+                    "id": p.pid,
+                })
+                image_records.append(
+                    {"file_path": rel, "id": p.pid, "view": view, "visible": sorted(visible)}
+                )
+            while len(pending) > WRITER_THREADS:  # bound the batches held in memory; re-raise writer errors
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
+
+    attributes = {
+        "dataset": "SynthPEDES",
+        "params": params.record(),
+        "part_classes": list(PART_CLASSES),
+        "identities": [{"id": p.pid, "split": p.split, **p.identity.as_dict()} for p in planned],
+        "hard_negative_pairs": [
+            {"ids": list(h.pids), "split": h.split, "attribute": h.attribute} for h in pairs
+        ],
+        "images": image_records,
+    }
+    (root / "reid_raw.json").write_text(json.dumps(entries) + "\n", encoding="utf-8")
+    (root / "attributes.json").write_text(json.dumps(attributes) + "\n", encoding="utf-8")
+    return len(jobs)
+
+
+def _captions(
+    identity: Identity, view: str, visible: frozenset[str], knobs: SynthKnobs, rng: random.Random
+) -> list[str]:
+    """Two captions for one image, different from each other when the grammar allows."""
+    first = caption_for(identity, view, rng, visible=visible, coverage=knobs.caption_coverage)
+    second = caption_for(identity, view, rng, visible=visible, coverage=knobs.caption_coverage)
+    if second == first:
+        second = caption_for(identity, view, rng, visible=visible, coverage=knobs.caption_coverage)
+    return [first, second]
+
+
+def _is_dataset(root: Path) -> bool:
+    return (root / "reid_raw.json").is_file() and (root / "attributes.json").is_file()
+
+
+def generate_synth(
+    out: str | os.PathLike,
+    *,
+    ids_train: int = 500,
+    ids_val: int = 100,
+    ids_test: int = 200,
+    images_per_id: int = 4,
+    size: tuple[int, int] = (96, 32),
+    seed: int = 0,
+    overwrite: bool = False,
+    **knobs: float,
+) -> Path:
+    """Write SynthPEDES to ``out`` and return its path (see the module docstring for the layout).
+
+    ``size`` is (height, width), about 3:1, from 48x16 to 384x128. ``knobs``
+    are :class:`SynthKnobs` fields (clutter, occlusion_prob, lighting, noise,
+    jitter, hard_negative_fraction, caption_coverage, colour_zipf). A non-empty
+    ``out`` is refused unless ``overwrite``; the same arguments always give the
+    same bytes. Taught in ``01_data``.
+    """
+    params = SynthParams.build(ids_train, ids_val, ids_test, images_per_id, size, seed, knobs)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out} is a file; give a directory path for the SynthPEDES output")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DatasetError(
+            f"{out} is not empty; choose an empty or new directory, or pass overwrite=True (--overwrite)"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _write_dataset(tmp, params)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first and removed after."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        os.replace(tmp, out)  # an empty directory is replaced atomically
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / "data")
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def cache_dir() -> Path:
+    """``$TIREID_CACHE`` or ``~/.cache/tireid-lite``."""
+    return Path(os.environ.get("TIREID_CACHE") or Path.home() / ".cache" / "tireid-lite").expanduser()
+
+
+def synth_cache_path(
+    *,
+    ids_train: int = 500,
+    ids_val: int = 100,
+    ids_test: int = 200,
+    images_per_id: int = 4,
+    size: tuple[int, int] = (96, 32),
+    seed: int = 0,
+    **knobs: float,
+) -> Path:
+    """Where :func:`ensure_synth` keeps the dataset for these parameters: ``<cache>/synth/<key>``."""
+    params = SynthParams.build(ids_train, ids_val, ids_test, images_per_id, size, seed, knobs)
+    return _cache_path(params)
+
+
+def _cache_path(params: SynthParams) -> Path:
+    return cache_dir() / "synth" / params.cache_key()
+
+
+def ensure_synth(
+    *,
+    ids_train: int = 500,
+    ids_val: int = 100,
+    ids_test: int = 200,
+    images_per_id: int = 4,
+    size: tuple[int, int] = (96, 32),
+    seed: int = 0,
+    **knobs: float,
+) -> Path:
+    """The cached SynthPEDES for these parameters, generated on first use.
+
+    Kept under ``$TIREID_CACHE/synth/<key>`` (default ``~/.cache/tireid-lite``),
+    where ``<key>`` hashes the parameters. Safe when several processes ask at
+    once: each generates into its own temporary directory and the first to
+    rename it into place wins. Taught in ``01_data``.
+    """
+    params = SynthParams.build(ids_train, ids_val, ids_test, images_per_id, size, seed, knobs)
+    final = _cache_path(params)
+    if _is_dataset(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        _write_dataset(tmp, params)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not _is_dataset(final):  # an unfinished leftover, not a finished copy from another process
+                _move_into_place(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
