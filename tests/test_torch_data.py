@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import TensorDataset
 from torchvision import transforms as v1
 
 from tireid_lite.data.noise import inject_noise
 from tireid_lite.data.records import ImageRecord, PedesDataset
-from tireid_lite.data.samplers import IdentityBalancedSampler, build_train_loader, set_loader_epoch
+from tireid_lite.data.samplers import IdentityBalancedSampler
 from tireid_lite.data.torch_data import TRAIN_KEYS, GalleryDataset, QueryDataset, TrainPairsDataset, read_image
 from tireid_lite.data.transforms import (
     CLIP_MEAN,
@@ -318,71 +317,13 @@ def test_identity_batches_reproduce_per_epoch():
     assert list(b) == epoch0
 
 
-def test_ranks_get_disjoint_equal_shares():
-    big = [i // 3 for i in range(120)]  # 40 identities x 3 pairs
-    shares = [list(IdentityBalancedSampler(big, 4, 2, seed=0, num_replicas=3, rank=r)) for r in range(3)]
-    everything = IdentityBalancedSampler(big, 4, 2, seed=0).all_batches(0)
-    assert len({len(s) for s in shares}) == 1 and len(shares[0]) > 0
-    assert [batch for step in zip(*shares) for batch in step] == everything[: len(shares[0]) * 3]
-    indices = [set(i for batch in share for i in batch) for share in shares]
-    assert not (indices[0] & indices[1]) and not (indices[0] & indices[2]) and not (indices[1] & indices[2])
-
-
-def test_without_drop_last_ranks_are_padded_to_equal_length():
-    shares = [
-        list(IdentityBalancedSampler(PIDS, 6, 2, seed=0, drop_last=False, num_replicas=2, rank=r)) for r in (0, 1)
-    ]
-    assert len(shares[0]) == len(shares[1])
-    assert all(len(b) <= 6 and len(b) % 2 == 0 for share in shares for b in share)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"batch_size": 5, "num_instances": 2}, "multiple of num_instances"),
         ({"batch_size": 32, "num_instances": 2}, "only 7 identities"),
-        ({"batch_size": 4, "num_instances": 2, "num_replicas": 2, "rank": 2}, "rank=2"),
     ],
 )
 def test_identity_sampler_rejects_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         IdentityBalancedSampler(PIDS, **kwargs)
-
-
-def test_random_loader_batches_and_epochs(tiny, tok):
-    ds, _ = tiny
-    data = TrainPairsDataset(ds, tok, TEST_TF)
-
-    def order(epoch: int) -> list[int]:
-        loader = build_train_loader(data, batch_size=3, sampler="random", seed=5)
-        set_loader_epoch(loader, epoch)
-        return [i for batch in loader for i in batch["index"].tolist()]
-
-    loader = build_train_loader(data, batch_size=3, sampler="random", seed=5)
-    batch = next(iter(loader))
-    assert batch["images"].shape == (3, 3, H, W) and batch["caption_ids"].shape == (3, L)
-    assert batch["noisy"].dtype == torch.bool and batch["pids"].shape == (3,)
-    assert len(loader) == 2  # 7 pairs, batches of 3, last one dropped
-    assert order(0) == order(0) and order(0) != order(1)
-    assert len(set(order(0))) == 6
-
-
-def test_identity_loader(tiny, tok):
-    ds, _ = tiny
-    data = TrainPairsDataset(ds, tok, TEST_TF)
-    loader = build_train_loader(data, batch_size=4, sampler="identity", num_instances=2, seed=0)
-    for batch in loader:
-        assert sorted(Counter(batch["pids"].tolist()).values()) == [2, 2]
-    assert not loader.persistent_workers
-    assert build_train_loader(data, batch_size=4, num_workers=1).persistent_workers
-
-
-def test_loader_rejects_bad_settings(tiny, tok):
-    ds, _ = tiny
-    data = TrainPairsDataset(ds, tok, TEST_TF)
-    with pytest.raises(ConfigError, match="sampler='balanced' is unknown"):
-        build_train_loader(data, 4, sampler="balanced")
-    with pytest.raises(ConfigError, match=r"needs a dataset with a \.pids"):
-        build_train_loader(TensorDataset(torch.zeros(8)), 4, sampler="identity")
-    with pytest.raises(ConfigError, match="num_workers"):
-        build_train_loader(data, 4, num_workers=-1)

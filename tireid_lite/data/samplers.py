@@ -1,6 +1,8 @@
-"""Batch samplers and the training ``DataLoader``: random batches or P identities x K pairs.
+"""The identity-balanced batch sampler: P identities x K pairs per batch.
 
 Taught in the baseline notebook (``02``), where the sampler is one of the settings.
+The training loader built on it (random or identity batches, split across DDP
+processes, per-item seeded augmentation) is :func:`tireid_lite.train.build.build_train_loader`.
 
 :class:`IdentityBalancedSampler` fills every batch with ``P = batch_size // K`` distinct
 identities and ``K = num_instances`` training pairs of each, the batch layout that
@@ -11,26 +13,17 @@ than K waits for another epoch), then batches take one group from each of P iden
 drawn at random among those with groups left, until fewer than P remain. The order
 depends only on ``(seed, epoch)``, so training resumed at epoch e sees the same batches.
 
-Under DDP (``torchrun``) every rank builds the same list of batches and takes every
-``num_replicas``-th one starting at its ``rank``; ``batch_size`` is per process.
+Under DDP the training loader splits each of these (global) batches across processes.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Sampler
 
 from tireid_lite.errors import ConfigError
-
-
-def _check_replicas(num_replicas: int, rank: int) -> None:
-    if num_replicas < 1 or not 0 <= rank < num_replicas:
-        raise ConfigError(
-            f"rank={rank} with num_replicas={num_replicas} is invalid; need 0 <= rank < num_replicas"
-        )
 
 
 class IdentityBalancedSampler(Sampler[list[int]]):
@@ -43,16 +36,12 @@ class IdentityBalancedSampler(Sampler[list[int]]):
         num_instances: int = 4,
         seed: int = 0,
         drop_last: bool = True,
-        *,
-        num_replicas: int = 1,
-        rank: int = 0,
     ) -> None:
         if num_instances < 1 or batch_size < num_instances or batch_size % num_instances:
             raise ConfigError(
                 f"batch_size={batch_size} is not a multiple of num_instances={num_instances}; "
                 "choose batch_size = P * num_instances (e.g. 64 = 16 x 4)"
             )
-        _check_replicas(num_replicas, rank)
         pid_array = np.asarray(pids, dtype=np.int64)
         if pid_array.ndim != 1 or len(pid_array) == 0:
             raise ConfigError("the identity sampler needs one pid per training pair; got none")
@@ -60,7 +49,6 @@ class IdentityBalancedSampler(Sampler[list[int]]):
         self.num_instances = num_instances
         self.identities_per_batch = batch_size // num_instances
         self.seed, self.drop_last = seed, drop_last
-        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         order = np.argsort(pid_array, kind="stable")
         unique, starts = np.unique(pid_array[order], return_index=True)
@@ -107,80 +95,14 @@ class IdentityBalancedSampler(Sampler[list[int]]):
             batches.append(batch)
         return batches
 
-    def _rank_batches(self) -> list[list[int]]:
+    def _epoch_batches(self) -> list[list[int]]:
         if self._cached is None or self._cached[0] != self.epoch:
-            batches = self.all_batches(self.epoch)
-            r = self.num_replicas
-            if self.drop_last:
-                batches = batches[: len(batches) // r * r]
-            elif batches and len(batches) % r:
-                extra = r - len(batches) % r  # pad by repeating from the start so every rank steps alike
-                batches = batches + [batches[i % len(batches)] for i in range(extra)]
-            self._cached = (self.epoch, batches[self.rank :: r])
+            self._cached = (self.epoch, self.all_batches(self.epoch))
         return self._cached[1]
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._rank_batches())
+        return iter(self._epoch_batches())
 
     def __len__(self) -> int:
-        """Batches this rank yields in the current epoch (it can differ by one or two between epochs)."""
-        return len(self._rank_batches())
-
-
-def build_train_loader(
-    dataset: Dataset,
-    batch_size: int,
-    sampler: Literal["random", "identity"] = "random",
-    *,
-    num_instances: int = 4,
-    num_workers: int = 0,
-    seed: int = 0,
-    drop_last: bool = True,
-    num_replicas: int = 1,
-    rank: int = 0,
-    pin_memory: bool = False,
-    collate_fn: Callable | None = None,
-) -> DataLoader:
-    """The training ``DataLoader``: shuffled batches (``"random"``) or P x K batches (``"identity"``).
-
-    Both orders depend only on ``(seed, epoch)``: call :func:`set_loader_epoch` before each
-    epoch. ``"identity"`` reads ``dataset.pids`` (as :class:`TrainPairsDataset` provides).
-    Workers persist across epochs when ``num_workers > 0``.
-    """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size} must be at least 1")
-    if num_workers < 0:
-        raise ConfigError(f"num_workers={num_workers} must be 0 (load in the main process) or more")
-    _check_replicas(num_replicas, rank)
-    common = dict(
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        pin_memory=pin_memory,
-        collate_fn=collate_fn,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    if sampler == "random":
-        order = DistributedSampler(
-            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=drop_last
-        )
-        return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=drop_last, **common)
-    if sampler == "identity":
-        pids = getattr(dataset, "pids", None)
-        if pids is None:
-            raise ConfigError(
-                f"sampler='identity' needs a dataset with a .pids array (one per item); "
-                f"{type(dataset).__name__} has none"
-            )
-        batches = IdentityBalancedSampler(
-            pids, batch_size, num_instances, seed, drop_last, num_replicas=num_replicas, rank=rank
-        )
-        return DataLoader(dataset, batch_sampler=batches, **common)
-    raise ConfigError(f"sampler={sampler!r} is unknown; use 'random' or 'identity'")
-
-
-def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
-    """Tell the loader's sampler which epoch starts (reshuffles; needed under DDP and for resuming)."""
-    for part in (loader.batch_sampler, loader.sampler):
-        if hasattr(part, "set_epoch"):
-            part.set_epoch(epoch)
-            return
+        """Batches in the current epoch (it can differ by one or two between epochs)."""
+        return len(self._epoch_batches())

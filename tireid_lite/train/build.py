@@ -1,0 +1,271 @@
+"""The data side of a run, built from a config: dataset, tokenizer, noise, torch datasets, loader.
+
+:func:`build_data` reads the dataset named by ``cfg.data`` (the cached
+SynthPEDES when ``data.dataset`` is ``synth`` and ``data.root`` is empty),
+trains the word tokenizer on the training captions (or loads CLIP's from
+``model.pretrained_dir``), injects caption noise when ``data.noise_rate > 0``
+and wraps everything in torch datasets. :func:`build_train_loader` turns the
+training set into batches whose content depends only on ``(seed, epoch)``:
+
+* the epoch's *global* batches (shuffled, or P identities x K pairs) are drawn
+  from ``(seed, epoch)``; under DDP each rank takes its contiguous slice of every
+  global batch, so N processes see exactly the batches one process would;
+* each item's augmentation (flip, crop, erasing, masked words) is drawn from a
+  generator seeded with ``(seed, epoch, index)``, whichever process or worker
+  loads it.
+
+That is what lets a run stopped at any point resume to the same result, and a
+DDP run match a single-process one. Taught in ``02_baseline_irra``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from tireid_lite.config import Config
+from tireid_lite.data.noise import NoiseInjection, inject_noise
+from tireid_lite.data.readers import read_dataset
+from tireid_lite.data.records import PedesDataset
+from tireid_lite.data.samplers import IdentityBalancedSampler
+from tireid_lite.data.torch_data import GalleryDataset, QueryDataset, TrainPairsDataset
+from tireid_lite.data.transforms import build_transforms
+from tireid_lite.errors import ConfigError
+from tireid_lite.text.tokenizers import CLIPBPETokenizer, Tokenizer, WordTokenizer
+from tireid_lite.train.checkpoint import STREAM_BATCH_ORDER, STREAM_ITEM, derive_seed
+
+
+@dataclass
+class Data:
+    """What a run reads: the dataset, its tokenizer, the training set and the evaluation sets.
+
+    ``train_set`` is ``None`` when the data was built for evaluation only.
+    Gallery and query sets are built on first use and kept.
+    """
+
+    dataset: PedesDataset
+    tokenizer: Tokenizer
+    image_size: tuple[int, int]
+    train_set: TrainPairsDataset | None = None
+    noise: NoiseInjection | None = None
+    _eval_sets: dict[tuple[str, str], Dataset] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        """The number of training identities (the ID classifier's outputs)."""
+        return len({r.pid for r in self.dataset.split("train")})
+
+    def has_split(self, split: str) -> bool:
+        return self.dataset.has_split(split)
+
+    def gallery(self, split: str) -> GalleryDataset:
+        """Every image of ``split`` (test-time transform), in file order."""
+        key = ("gallery", split)
+        if key not in self._eval_sets:
+            self._eval_sets[key] = GalleryDataset(self.dataset, split, build_transforms(self.image_size, train=False))
+        return self._eval_sets[key]
+
+    def queries(self, split: str) -> QueryDataset:
+        """Every caption of ``split``, tokenized."""
+        key = ("queries", split)
+        if key not in self._eval_sets:
+            self._eval_sets[key] = QueryDataset(self.dataset, split, self.tokenizer)
+        return self._eval_sets[key]
+
+
+def dataset_root(cfg: Config) -> Path:
+    """Where the dataset lives: ``data.root``, or the cached SynthPEDES for ``synth`` with no root."""
+    if cfg.data.root:
+        return Path(cfg.data.root).expanduser()
+    if cfg.data.dataset == "synth":
+        from tireid_lite.data.synth import ensure_synth
+
+        return Path(
+            ensure_synth(
+                ids_train=cfg.data.synth_ids_train,
+                ids_val=cfg.data.synth_ids_val,
+                ids_test=cfg.data.synth_ids_test,
+                images_per_id=cfg.data.synth_images_per_id,
+                size=tuple(cfg.data.image_size),
+                seed=cfg.data.synth_seed,
+            )
+        )
+    raise ConfigError(
+        f"config key 'data.root' is empty but data.dataset is {cfg.data.dataset!r}; "
+        "give the dataset's root with --data-root DIR (see data_setup/README.md)"
+    )
+
+
+def build_tokenizer(cfg: Config, dataset: PedesDataset) -> Tokenizer:
+    """The word tokenizer trained on the training captions, or CLIP's BPE from ``model.pretrained_dir``."""
+    if cfg.data.tokenizer == "clip":
+        if not cfg.model.pretrained_dir:
+            raise ConfigError(
+                "config key 'data.tokenizer' is 'clip' but 'model.pretrained_dir' is empty; "
+                "set model.pretrained_dir to a local CLIP checkpoint or use data.tokenizer=word"
+            )
+        return CLIPBPETokenizer.from_pretrained(cfg.model.pretrained_dir, max_length=cfg.data.max_length)
+    captions = [caption for record in dataset.split("train") for caption in record.captions]
+    return WordTokenizer.train(captions, max_length=cfg.data.max_length)
+
+
+def build_data(cfg: Config, tokenizer: Tokenizer | None = None, *, train: bool = True) -> Data:
+    """Read the dataset of ``cfg`` and build its tokenizer (unless given) and torch datasets.
+
+    ``train=False`` skips the training set (evaluation from a checkpoint, whose
+    tokenizer is passed in). Taught in ``02_baseline_irra``.
+    """
+    dataset = read_dataset(cfg.data.dataset, dataset_root(cfg))
+    if tokenizer is None:
+        tokenizer = build_tokenizer(cfg, dataset)
+    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    data = Data(dataset=dataset, tokenizer=tokenizer, image_size=size)
+    if train:
+        if cfg.data.noise_rate > 0:
+            data.noise = inject_noise(dataset.train_pairs(), cfg.data.noise_rate, cfg.data.noise_seed)
+        transform = build_transforms(size, train=True, flip=False, erase_p=cfg.data.erasing_p)
+        data.train_set = TrainPairsDataset(dataset, tokenizer, transform, flip_p=cfg.data.flip_p, noise=data.noise)
+    return data
+
+
+# --------------------------------------------------------------------------- the training loader
+
+
+class SeededItems(Dataset):
+    """Training items addressed by ``(epoch, index)``; each is drawn with torch's generator seeded
+    from ``(seed, epoch, index)``, so its augmentation does not depend on which process or
+    worker loads it, nor on what was loaded before."""
+
+    def __init__(self, base: Dataset, seed: int) -> None:
+        self.base = base
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key
+        with torch.random.fork_rng(devices=[]):  # the CPU generator is restored afterwards
+            torch.default_generator.manual_seed(derive_seed(self.seed, epoch, STREAM_ITEM, index))
+            return self.base[index]
+
+
+class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
+    """This rank's share of every global batch of the epoch, as ``(epoch, index)`` keys.
+
+    Global batches hold ``batch_size`` items: a shuffle of all items cut into
+    batches, or (with ``pids``) the identity sampler's P x K batches; both drawn
+    from ``(seed, epoch)``, the last incomplete batch dropped. Rank ``r`` of
+    ``world_size`` takes items ``[r * b, (r + 1) * b)`` of each, ``b = batch_size / world_size``.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        *,
+        seed: int,
+        pids: np.ndarray | None = None,
+        num_instances: int = 4,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size % world_size:
+            raise ConfigError(
+                f"config key 'train.batch_size' is {batch_size}, which {world_size} processes cannot share; "
+                f"use a multiple of {world_size} (the batch size is global, split across processes)"
+            )
+        self.per_rank = batch_size // world_size
+        if pids is not None and self.per_rank % num_instances:
+            raise ConfigError(
+                f"config key 'train.batch_size' is {batch_size}: each of {world_size} processes gets "
+                f"{self.per_rank} items, not a multiple of data.num_instances={num_instances}; "
+                f"use a batch size that is a multiple of {world_size * num_instances}"
+            )
+        if num_items < batch_size:
+            raise ConfigError(
+                f"config key 'train.batch_size' is {batch_size} but the training set has only {num_items} pairs; "
+                "lower train.batch_size"
+            )
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.identity = (
+            IdentityBalancedSampler(pids, batch_size, num_instances, seed, drop_last=True) if pids is not None else None
+        )
+        self.epoch = 1
+        self._cached: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the batches of ``epoch`` (1-based) next."""
+        self.epoch = int(epoch)
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """Every global batch of ``epoch``, before the split across ranks."""
+        if self._cached is not None and self._cached[0] == epoch:
+            return self._cached[1]
+        if self.identity is not None:
+            batches = self.identity.all_batches(epoch)
+        else:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch, STREAM_BATCH_ORDER))
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+            count = self.num_items // self.batch_size
+            batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
+        self._cached = (epoch, batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        start = self.rank * self.per_rank
+        for batch in self.global_batches(self.epoch):
+            yield [(self.epoch, index) for index in batch[start : start + self.per_rank]]
+
+    def __len__(self) -> int:
+        return len(self.global_batches(self.epoch))
+
+
+def build_train_loader(
+    train_set: Dataset,
+    cfg: Config,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """The training loader: ``cfg.data.sampler`` batches of ``cfg.train.batch_size`` (global) items.
+
+    Call :func:`set_loader_epoch` before each epoch. ``train_set`` needs a
+    ``pids`` array for the identity sampler (as ``TrainPairsDataset`` has).
+    """
+    pids = None
+    if cfg.data.sampler == "identity":
+        pids = getattr(train_set, "pids", None)
+        if pids is None:
+            raise ConfigError(
+                f"data.sampler 'identity' needs a dataset with a pids array; {type(train_set).__name__} has none"
+            )
+    batches = GlobalBatchSampler(
+        len(train_set),
+        cfg.train.batch_size,
+        seed=cfg.train.seed,
+        pids=pids,
+        num_instances=cfg.data.num_instances,
+        rank=rank,
+        world_size=world_size,
+    )
+    workers = cfg.data.num_workers
+    return DataLoader(
+        SeededItems(train_set, cfg.train.seed),
+        batch_sampler=batches,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
+    )
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Make ``loader`` (from :func:`build_train_loader`) yield the batches of ``epoch``."""
+    loader.batch_sampler.set_epoch(epoch)

@@ -1,0 +1,488 @@
+"""The Trainer: one readable training loop with evaluation, checkpoints and exact resume.
+
+Each epoch::
+
+    reseed the global generators from (seed, epoch); point the loader at the epoch
+    model.on_epoch_start(epoch, trainer)
+    for batch in loader:                 # global batch, split across processes under DDP
+        out = model(batch)               # {"loss": total, "sdm": ..., "id": ..., ...}
+        out["loss"].backward(); clip the gradient norm; Adam step; lr schedule step
+    evaluate on val (every eval_every epochs); keep best.pt by val R1; write last.pt
+
+and at the end the best checkpoint is evaluated once on test. The optimiser is
+Adam over the model's parameter groups (IRRA's: new modules learn faster), the
+learning rate follows a linear warm-up then a cosine (per step), and on CUDA the
+forward pass runs under bf16 autocast.
+
+Files in ``out_dir`` (written by rank 0 only): ``config.yaml``; ``log.csv``
+(every ``log_every`` steps: epoch, step, lr, every loss and logged value,
+gradient norm; averaged over processes); ``metrics.json`` (each evaluation);
+``best.pt`` and ``last.pt`` (atomic; see :mod:`tireid_lite.train.checkpoint`);
+``test_metrics.json`` (the best checkpoint on test).
+
+Why a resumed run ends exactly where an uninterrupted one does: ``last.pt``
+holds the model, Adam's moments, the scheduler's step and the selection state
+at an epoch boundary, and everything random in an epoch (batch order, each
+item's augmentation and masks, the global generators) is drawn from
+``(seed, epoch)`` and the item index alone. Taught in ``02_baseline_irra``;
+notebook ``09`` (full GPU training) runs it under ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from tireid_lite.config import Config, config_from_dict, save_config, validate
+from tireid_lite.errors import ConfigError, TIReIDError
+from tireid_lite.eval.retrieval import evaluate as evaluate_retrieval
+from tireid_lite.progress import progress
+from tireid_lite.text.tokenizers import Tokenizer, load_tokenizer
+from tireid_lite.train import distributed
+from tireid_lite.train.build import Data, build_data, build_train_loader, set_loader_epoch
+from tireid_lite.train.checkpoint import (
+    STREAM_EPOCH,
+    derive_seed,
+    load_checkpoint,
+    read_folder,
+    require_keys,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    write_folder,
+)
+from tireid_lite.train.schedule import WarmupCosine
+
+CRASH_ENV = "TIREID_CRASH_AT_STEP"  # test hook: hard exit right after this global step
+CRASH_EXIT_CODE = 17
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_KEYS = ("format", "model", "optimizer", "scheduler", "epoch", "step", "best_metric", "best_epoch",
+                   "history", "config", "tokenizer", "num_classes", "rng")
+# Keys that may change between an interrupted run and its resumption: they move
+# files or set parallelism, and do not change what is computed.
+RESUME_FREE_KEYS = ("data.root", "data.num_workers", "train.threads")
+SELECTION_METRIC = "R1"
+
+
+def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp``: ``auto`` is bf16 on CUDA and off on CPU."""
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    if setting not in ("auto", "bf16"):
+        raise ConfigError(f"config key 'train.amp' is {setting!r}; use auto, bf16 or off")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("config key 'train.amp' asks for bf16 but this GPU does not support it; set train.amp=off")
+    return torch.bfloat16
+
+
+def tokenizer_from_files(files: dict[str, bytes]) -> Tokenizer:
+    """Rebuild a tokenizer from the file contents stored in a checkpoint."""
+    with tempfile.TemporaryDirectory(prefix="tireid-tokenizer-") as folder:
+        return load_tokenizer(write_folder(files, folder))
+
+
+def tokenizer_files(tokenizer: Tokenizer) -> dict[str, bytes]:
+    """The files of a saved tokenizer as ``{name: contents}``, to store in a checkpoint."""
+    with tempfile.TemporaryDirectory(prefix="tireid-tokenizer-") as folder:
+        return read_folder(tokenizer.save(folder))
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """``key: saved -> given`` for every key (outside :data:`RESUME_FREE_KEYS`) whose value differs."""
+    old, new = _flatten(saved), _flatten(given)
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in RESUME_FREE_KEYS and old.get(key) != new.get(key)
+    ]
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_train_keys(cfg: Config) -> None:
+    """Values the Trainer cannot use that the config's own checks let through."""
+    checks = [
+        ("train.seed", cfg.train.seed >= 0, "a non-negative integer"),
+        ("train.eval_every", cfg.train.eval_every >= 1, "at least 1 (epochs)"),
+        ("train.log_every", cfg.train.log_every >= 1, "at least 1 (steps)"),
+        ("train.threads", cfg.train.threads >= 0, "0 (torch's default) or a positive thread count"),
+        ("train.grad_clip", cfg.train.grad_clip >= 0, "0 (no clipping) or a positive norm"),
+    ]
+    for key, ok, expected in checks:
+        if not ok:
+            value = getattr(cfg.train, key.split(".")[1])
+            raise ConfigError(f"config key {key!r} is {value!r}; it must be {expected}")
+
+
+def _crash_step() -> int | None:
+    raw = os.environ.get(CRASH_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ConfigError(f"environment variable {CRASH_ENV}={raw!r} must be a step number; unset it to train normally")
+    return int(raw)
+
+
+class Trainer:
+    """Train ``cfg``'s model, writing everything to ``out_dir`` (see the module docstring).
+
+    ``data`` and ``model`` default to ``build_data(cfg)`` and
+    ``build_model(cfg, data.tokenizer, data.num_classes)``; pass your own to
+    train a variant. ``out_dir`` must be new or empty unless ``resume=True``,
+    which continues from its ``last.pt`` (or starts afresh when there is none
+    yet). ``device`` defaults to CUDA when available.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        out_dir: str | os.PathLike[str],
+        *,
+        data: Data | None = None,
+        model: nn.Module | None = None,
+        resume: bool = False,
+        device: str | None = None,
+    ) -> None:
+        self.cfg = validate(cfg)
+        _check_train_keys(cfg)
+        self.out_dir = Path(out_dir)
+        self.dist = distributed.init_distributed(device)
+        self.device = self.dist.device
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
+        self.crash_at = _crash_step()
+
+        resume_state = self._check_out_dir(resume)
+        distributed.barrier()  # every rank has looked at out_dir before rank 0 writes to it
+        seed_everything(cfg.train.seed)
+        if data is None:
+            tokenizer = tokenizer_from_files(resume_state["tokenizer"]) if resume_state else None
+            data = build_data(cfg, tokenizer)
+        if data.train_set is None:
+            raise ConfigError("the Trainer needs training data; build it with build_data(cfg, train=True)")
+        self.data = data
+        if model is None:
+            from tireid_lite.models import build_model
+
+            model = build_model(cfg, data.tokenizer, data.num_classes)
+        self.raw_model = model.to(self.device)
+        data.train_set.caption_hook = getattr(model, "caption_hook", None)
+        self.model: nn.Module = self.raw_model
+        if distributed.is_distributed():
+            # find_unused_parameters: a method's switches may leave a head's parameters out of a step.
+            self.model = DistributedDataParallel(
+                self.raw_model,
+                device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+
+        self.loader = build_train_loader(
+            data.train_set, cfg, rank=self.dist.rank, world_size=self.dist.world_size,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.steps_per_epoch = len(self.loader)
+        self.schedule = WarmupCosine(
+            total_steps=cfg.train.num_epochs * self.steps_per_epoch,
+            warmup_steps=cfg.train.warmup_epochs * self.steps_per_epoch,
+        )
+        groups = self.raw_model.parameter_groups(
+            cfg.train.lr, cfg.train.weight_decay, cfg.train.new_module_lr_factor, cfg.train.pretrained_lr_factor
+        )
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr, betas=(0.9, 0.999))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self._tokenizer_files = tokenizer_files(data.tokenizer)
+
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimiser steps taken
+        self.best_metric: float | None = None  # best val R1 so far
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []  # one record per finished epoch (with its val metrics)
+        self._log_columns: list[str] | None = None
+        if resume_state:
+            self._restore(resume_state)
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out_dir / "config.yaml")
+            self._trim_log()
+
+    # ------------------------------------------------------------------ set-up helpers
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    def say(self, message: str) -> None:
+        """Print one line from rank 0."""
+        if self.is_main:
+            print(message, flush=True)
+
+    def _check_out_dir(self, resume: bool) -> dict[str, Any] | None:
+        """Refuse to overwrite a run; when resuming, return the state of ``last.pt`` if there is one."""
+        out = self.out_dir
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; give a folder for the run")
+        if not resume:
+            if out.is_dir() and any(out.iterdir()):
+                raise ConfigError(
+                    f"output folder {out} is not empty; pass --resume (resume=True) to continue the run in it, "
+                    "or choose a new --out (runs are never overwritten)"
+                )
+            return None
+        last = out / "last.pt"
+        if not last.is_file():
+            return None
+        state = load_checkpoint(last)
+        require_keys(state, CHECKPOINT_KEYS, last)
+        changed = config_differences(state["config"], self.cfg.to_dict())
+        if changed:
+            raise ConfigError(
+                f"cannot resume {last} with a different config ({'; '.join(changed[:3])}); "
+                "resume with the run's own settings (its config.yaml) or start a new --out"
+            )
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
+        self.history = list(state["history"])
+        set_rng_state(state["rng"])
+        self.say(f"resuming {self.out_dir / 'last.pt'}: epoch {self.epoch} done, step {self.step}")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`_restore` needs, in types ``torch.load(weights_only=True)`` accepts."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "config": self.cfg.to_dict(),
+            "tokenizer": self._tokenizer_files,
+            "num_classes": self.data.num_classes,
+            "rng": rng_state(),
+        }
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, float]:
+        """Train the remaining epochs, then evaluate the best checkpoint on test; return its metrics."""
+        cfg = self.cfg
+        has_val = self.data.has_split("val")
+        if not has_val:
+            self.say(f"{self.data.dataset.name} has no val split: the last epoch's model is kept as best.pt")
+        for epoch in range(self.epoch + 1, cfg.train.num_epochs + 1):
+            started = time.perf_counter()
+            self.train_epoch(epoch)
+            self.epoch = epoch
+            seconds = round(time.perf_counter() - started, 3)
+            record: dict[str, Any] = {"epoch": epoch, "step": self.step, "train_seconds": seconds}
+            is_best = False
+            if has_val and (epoch % cfg.train.eval_every == 0 or epoch == cfg.train.num_epochs):
+                metrics = self.evaluate("val")
+                record.update(split="val", **metrics)
+                is_best = self.best_metric is None or metrics[SELECTION_METRIC] > self.best_metric
+                if is_best:
+                    self.best_metric, self.best_epoch = metrics[SELECTION_METRIC], epoch
+                mark = " (best)" if is_best else ""
+                self.say(f"epoch {epoch}/{cfg.train.num_epochs} val {_format_metrics(metrics)}{mark}")
+            elif not has_val and epoch == cfg.train.num_epochs:
+                is_best, self.best_epoch = True, epoch
+            self.history.append(record)
+            if self.is_main:  # best.pt first: a crash between the two writes then only repeats this epoch
+                state = self.state_dict()
+                if is_best:
+                    save_checkpoint(self.out_dir / "best.pt", state)
+                save_checkpoint(self.out_dir / "last.pt", state)
+                self._write_metrics(has_val)
+            distributed.barrier()
+        return self.test_best()
+
+    def train_epoch(self, epoch: int) -> None:
+        """One pass over the training loader (``epoch`` is 1-based)."""
+        cfg = self.cfg
+        seed_everything(derive_seed(cfg.train.seed, epoch, STREAM_EPOCH))
+        set_loader_epoch(self.loader, epoch)
+        self.raw_model.on_epoch_start(epoch, self)
+        self.model.train()
+        last = len(self.loader) - 1
+        bar_args = {} if self.is_main else {"disable": True}
+        bar = progress(self.loader, desc=f"epoch {epoch}/{cfg.train.num_epochs}", total=len(self.loader), **bar_args)
+        for i, batch in enumerate(bar):
+            batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+            lr = cfg.train.lr * self.schedule(self.step)
+            with self._autocast():
+                out = self.model(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            grad_norm = None
+            if cfg.train.grad_clip > 0:
+                grad_norm = nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.train.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            if self.step % cfg.train.log_every == 0 or i == last:
+                logged = self._log_step(epoch, lr, out, grad_norm)
+                bar.set_postfix(loss=f"{logged['loss']:.3f}")
+            if self.crash_at == self.step:
+                os._exit(CRASH_EXIT_CODE)  # the crash-test hook: no cleanup, no flushing
+
+    def _log_step(
+        self, epoch: int, lr: float, out: dict[str, torch.Tensor], grad_norm: torch.Tensor | None
+    ) -> dict[str, float]:
+        """Average the step's scalars over processes, check the loss, append a row to log.csv."""
+        names = sorted(k for k, v in out.items() if k != "loss" and torch.is_tensor(v) and v.ndim == 0)
+        values = [out["loss"], *(out[k] for k in names)]
+        if grad_norm is not None:
+            names.append("grad_norm")
+            values.append(grad_norm)
+        stacked = distributed.all_reduce_mean(torch.stack([v.detach().float() for v in values]))  # (K,)
+        logged = dict(zip(["loss", *names], stacked.tolist()))
+        if not math.isfinite(logged["loss"]):
+            raise TIReIDError(
+                f"the training loss is {logged['loss']} at step {self.step} (epoch {epoch}); "
+                "lower train.lr or train.grad_clip, or check the data with `tireid check-data`"
+            )
+        if self.is_main:
+            self._append_log({"epoch": epoch, "step": self.step, "lr": lr, **logged})
+        return logged
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """R1, R5, R10, mAP, mINP of the current model on ``split`` (every process must call it)."""
+        return evaluate_retrieval(
+            self.raw_model, self.data, split, batch_size=2 * self.cfg.train.batch_size, device=self.device,
+            amp_dtype=self.amp_dtype, num_workers=self.cfg.data.num_workers,
+        )
+
+    def test_best(self) -> dict[str, float]:
+        """Load ``best.pt`` into the model, evaluate it on test and write ``test_metrics.json``."""
+        best = self.out_dir / "best.pt"
+        distributed.barrier()
+        state = load_checkpoint(best, map_location=self.device)
+        self.raw_model.load_state_dict(state["model"])
+        if not self.data.has_split("test"):
+            self.say(f"{self.data.dataset.name} has no test split: no test evaluation")
+            return {}
+        metrics = self.evaluate("test")
+        self.say(f"best epoch {state['best_epoch']} test " + _format_metrics(metrics))
+        if self.is_main:
+            _write_json(self.out_dir / "test_metrics.json", {"epoch": state["best_epoch"], "split": "test", **metrics})
+        return metrics
+
+    # ------------------------------------------------------------------ files
+
+    def _write_metrics(self, has_val: bool) -> None:
+        _write_json(
+            self.out_dir / "metrics.json",
+            {
+                "selection": f"val {SELECTION_METRIC}" if has_val else "last epoch (no val split)",
+                "best_epoch": self.best_epoch,
+                "best_val_" + SELECTION_METRIC: self.best_metric,
+                "epochs": self.history,
+            },
+        )
+
+    def _append_log(self, row: dict[str, Any]) -> None:
+        path = self.out_dir / "log.csv"
+        if self._log_columns is None:
+            self._log_columns = list(row)
+        write_header = not path.exists() or path.stat().st_size == 0
+        with open(path, "a", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self._log_columns, extrasaction="ignore")
+            if write_header:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def _trim_log(self) -> None:
+        """Drop log rows past the restored step (written before a crash), so the log matches the state."""
+        path = self.out_dir / "log.csv"
+        if not path.exists():
+            return
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns = reader.fieldnames
+            rows = [row for row in reader if row.get("step", "").isdigit() and int(row["step"]) <= self.step]
+        if not columns:
+            path.unlink()
+            return
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+        self._log_columns = list(columns)
+
+
+@dataclass
+class TrainedModel:
+    """A model restored from a Trainer checkpoint, with the config and tokenizer it was trained with."""
+
+    cfg: Config
+    tokenizer: Tokenizer
+    model: nn.Module
+    epoch: int  # epochs completed when the checkpoint was written
+    num_classes: int
+
+
+def load_trained(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild the model stored in ``best.pt`` / ``last.pt`` (eval mode, on ``device``)."""
+    from tireid_lite.models import build_model
+
+    state = load_checkpoint(path)
+    require_keys(state, ("model", "config", "tokenizer", "num_classes", "epoch"), path)
+    try:
+        cfg = config_from_dict(state["config"])
+    except ConfigError as err:
+        raise ConfigError(f"checkpoint {path} holds a config this version cannot read: {err}") from None
+    tokenizer = tokenizer_from_files(state["tokenizer"])
+    model = build_model(cfg, tokenizer, int(state["num_classes"]))
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    return TrainedModel(cfg=cfg, tokenizer=tokenizer, model=model, epoch=int(state["epoch"]),
+                        num_classes=int(state["num_classes"]))
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return " ".join(f"{name} {value:.2f}" for name, value in metrics.items())
