@@ -271,8 +271,8 @@ def run_course(
 def execute_in_place(path: str | os.PathLike, *, kernel: str = KERNEL, timeout: int = 1800) -> None:
     """Re-execute a notebook in place (cpu profile) so its committed outputs are fresh,
     then rewrite its py:percent twin. Used by ``make notebooks``."""
-    import jupytext
     import nbformat
+    from jupytext.cli import jupytext as jupytext_cli
     from nbclient import NotebookClient
 
     path = Path(path).resolve()
@@ -287,7 +287,7 @@ def execute_in_place(path: str | os.PathLike, *, kernel: str = KERNEL, timeout: 
         else:
             os.environ["TIREID_PROFILE"] = env_profile
     nbformat.write(nb, path)
-    jupytext.cli.jupytext(["--sync", str(path), "--quiet"])
+    jupytext_cli(["--sync", str(path), "--quiet"])
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Iterable, TypeVar
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: works in terminals and notebooks without ipywidgets
 
 T = TypeVar("T")
 
