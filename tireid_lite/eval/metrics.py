@@ -1,6 +1,6 @@
 """Retrieval metrics of the IRRA protocol: R@k (CMC), mAP and mINP.
 
-Taught in ``02_baseline``.
+Introduced in ``01_data`` (worked by hand) and used from ``02_baseline_irra`` on.
 
 Queries are the rows of the similarity matrix ``sim`` (captions), the gallery
 its columns (images); a gallery image *matches* a query when it shows the
