@@ -327,3 +327,23 @@ def test_identity_batches_reproduce_per_epoch():
 def test_identity_sampler_rejects_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         IdentityBalancedSampler(PIDS, **kwargs)
+
+
+def test_cached_images_give_the_same_items_and_are_read_once(tiny, tok):
+    ds, _ = tiny
+    plain = TrainPairsDataset(ds, tok, TEST_TF, flip_p=0.5)
+    cached = TrainPairsDataset(ds, tok, TEST_TF, flip_p=0.5, cache_images=True)
+    first = []
+    for index in range(len(plain)):
+        torch.manual_seed(index)
+        a = plain[index]
+        torch.manual_seed(index)
+        b = cached[index]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        first.append(b)
+    for record in ds.records:  # every image is in memory now: the files are no longer needed
+        ds.image_path(record.path).unlink()
+    torch.manual_seed(0)
+    assert all(torch.equal(cached[0][k], first[0][k]) for k in first[0])
+    with pytest.raises(DatasetError, match="cannot open image"):
+        plain[0]

@@ -39,7 +39,9 @@ class DataConfig:
     num_instances: int = 4  # K for the identity sampler
     num_workers: int = 0
     flip_p: float = 0.5
+    pad: int = 3  # pad-and-random-crop margin in pixels (IRRA: 10 at 384x128; scaled to the image here)
     erasing_p: float = 0.5
+    cache_images: bool = True  # keep decoded training images in memory (small datasets only)
     noise_rate: float = 0.0  # share of training pairs whose captions are permuted (RDE protocol)
     noise_seed: int = 0
     synth_ids_train: int = 500
@@ -115,7 +117,7 @@ def get_profile(name: str = "cpu") -> Config:
         return Config(
             profile="gpu",
             data=DataConfig(dataset="cuhk-pedes", root="", image_size=(384, 128), max_length=77, tokenizer="clip",
-                            num_workers=8),
+                            num_workers=8, pad=10, cache_images=False),
             model=ModelConfig(pretrained_dir="", patch_size=16, image_width=768, image_depth=12, image_heads=12,
                               text_kind="clip", text_width=512, text_depth=12, text_heads=8, embed_dim=512,
                               temperature=0.02, cross_depth=4, cross_heads=8),
@@ -193,6 +195,7 @@ def validate(cfg: Config) -> Config:
         ("model.text_kind", cfg.model.text_kind in ("bert", "clip"), "bert or clip"),
         ("train.amp", cfg.train.amp in ("auto", "bf16", "off"), "auto, bf16 or off"),
         ("data.noise_rate", 0.0 <= cfg.data.noise_rate < 1.0, "a number in [0, 1)"),
+        ("data.pad", cfg.data.pad >= 0, "0 (no pad-and-crop) or more"),
         ("model.mlm_prob", 0.0 < cfg.model.mlm_prob < 1.0, "a number in (0, 1)"),
         ("model.temperature", cfg.model.temperature > 0, "a positive number"),
         ("train.num_epochs", cfg.train.num_epochs >= 1, "at least 1"),

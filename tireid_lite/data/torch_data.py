@@ -59,7 +59,12 @@ def _check_split(dataset: PedesDataset, split: str) -> None:
 
 
 class TrainPairsDataset(Dataset):
-    """One item per training caption: image (flipped with its caption at random) and caption ids."""
+    """One item per training caption: image (flipped with its caption at random) and caption ids.
+
+    ``cache_images=True`` keeps every decoded image in memory after its first use:
+    worth it for SynthPEDES (2,000 images of 96x32 are 18 MB), not for the real
+    datasets at 384x128.
+    """
 
     def __init__(
         self,
@@ -70,6 +75,7 @@ class TrainPairsDataset(Dataset):
         flip_p: float = 0.5,
         noise: NoiseInjection | None = None,
         caption_hook: CaptionHook | None = None,
+        cache_images: bool = False,
     ) -> None:
         if not 0.0 <= flip_p <= 1.0:
             raise ConfigError(f"flip_p={flip_p!r} is not a probability in [0, 1]")
@@ -92,6 +98,15 @@ class TrainPairsDataset(Dataset):
         self.noisy = noise.noisy.copy() if noise is not None else np.zeros(len(pairs), dtype=bool)  # (N,)
         self.pids = np.array([p.pid for p in pairs], dtype=np.int64)  # (N,)
         self.num_classes = int(self.pids.max()) + 1
+        # Decoded images by path, kept when cache_images (each DataLoader worker fills its own copy).
+        self._image_cache: dict[str, Image.Image] | None = {} if cache_images else None
+
+    def _image(self, path: str) -> Image.Image:
+        if self._image_cache is None:
+            return read_image(self.dataset.image_path(path))
+        if path not in self._image_cache:
+            self._image_cache[path] = read_image(self.dataset.image_path(path))
+        return self._image_cache[path]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -99,7 +114,7 @@ class TrainPairsDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         pair = self.pairs[index]
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
-        image = read_image(self.dataset.image_path(pair.path))
+        image = self._image(pair.path)
         caption = pair.caption
         if rng.random() < self.flip_p:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -128,8 +128,9 @@ def build_data(cfg: Config, tokenizer: Tokenizer | None = None, *, train: bool =
     if train:
         if cfg.data.noise_rate > 0:
             data.noise = inject_noise(dataset.train_pairs(), cfg.data.noise_rate, cfg.data.noise_seed)
-        transform = build_transforms(size, train=True, flip=False, erase_p=cfg.data.erasing_p)
-        data.train_set = TrainPairsDataset(dataset, tokenizer, transform, flip_p=cfg.data.flip_p, noise=data.noise)
+        transform = build_transforms(size, train=True, flip=False, pad=cfg.data.pad, erase_p=cfg.data.erasing_p)
+        data.train_set = TrainPairsDataset(dataset, tokenizer, transform, flip_p=cfg.data.flip_p, noise=data.noise,
+                                           cache_images=cfg.data.cache_images)
     return data
 
 
