@@ -1,0 +1,135 @@
+"""A cache of trained models, so notebooks that need a trained baseline do not each train it again.
+
+:func:`get_or_train` returns the model for ``(method, profile, seed)`` (plus any
+config overrides), training it with the :class:`~tireid_lite.train.trainer.Trainer`
+on first use and loading it from ``$TIREID_CACHE/models/<key>/`` afterwards.
+The key names the method, profile and seed and ends with a hash of the whole
+config and the kit's version, so changing any setting trains a new model
+instead of returning a stale one.
+
+A run trains into a temporary folder beside its final place and is renamed
+into place only when it has finished (its ``test_metrics.json`` written), so
+an interrupted run leaves nothing that looks complete, and two processes
+asking at once both end with a whole model (the first rename wins). A cache
+folder without ``test_metrics.json`` is not a finished run; it is trained again
+and replaced.
+
+Taught in ``02_baseline_irra``; used by every later notebook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from tireid_lite import __version__
+from tireid_lite.config import Config, apply_overrides, get_profile
+from tireid_lite.data.synth.generate import cache_dir
+from tireid_lite.errors import TIReIDError
+from tireid_lite.train.trainer import TrainedModel, Trainer, load_trained
+
+DONE_MARKER = "test_metrics.json"  # the Trainer writes it last
+METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")
+
+
+@dataclass
+class ZooModel:
+    """A trained model from the cache: where it lives, how it was trained, how it scored."""
+
+    key: str
+    folder: Path
+    cfg: Config
+    trained: TrainedModel  # the best checkpoint (chosen on val), in eval mode
+    test_metrics: dict[str, float]  # R1, R5, R10, mAP, mINP of the best checkpoint on test
+    trained_now: bool  # True when this call trained it, False when it came from the cache
+
+    @property
+    def model(self):
+        return self.trained.model
+
+    @property
+    def tokenizer(self):
+        return self.trained.tokenizer
+
+    def log(self) -> pd.DataFrame:
+        """The training log (one row per logged step: epoch, step, lr, losses, ...)."""
+        return pd.read_csv(self.folder / "log.csv")
+
+    def history(self) -> list[dict]:
+        """One record per epoch, with its val metrics (``metrics.json`` of the run)."""
+        return json.loads((self.folder / "metrics.json").read_text(encoding="utf-8")).get("epochs", [])
+
+    def train_seconds(self) -> float:
+        """Wall-clock seconds the training epochs took (evaluation excluded)."""
+        return float(sum(epoch.get("train_seconds", 0.0) for epoch in self.history()))
+
+
+def zoo_dir() -> Path:
+    """``$TIREID_CACHE/models`` (default ``~/.cache/tireid-lite/models``)."""
+    return cache_dir() / "models"
+
+
+def zoo_config(method: str, profile: str = "cpu", seed: int = 0, overrides: Sequence[str] = ()) -> Config:
+    """The config :func:`get_or_train` trains: the profile, then method and seed, then ``overrides``."""
+    return apply_overrides(get_profile(profile), [f"model.method={method}", f"train.seed={seed}", *overrides])
+
+
+def model_key(cfg: Config) -> str:
+    """``<method>-<profile>-seed<seed>-<hash>``; the hash covers the whole config and the kit version."""
+    text = json.dumps({"config": cfg.to_dict(), "version": __version__}, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return f"{cfg.model.method}-{cfg.profile}-seed{cfg.train.seed}-{digest}"
+
+
+def _load(key: str, folder: Path, trained_now: bool, device: str) -> ZooModel:
+    trained = load_trained(folder / "best.pt", device=device)
+    saved = json.loads((folder / DONE_MARKER).read_text(encoding="utf-8"))
+    metrics = {name: float(saved[name]) for name in METRIC_NAMES}
+    return ZooModel(key=key, folder=folder, cfg=trained.cfg, trained=trained, test_metrics=metrics,
+                    trained_now=trained_now)
+
+
+def get_or_train(
+    method: str = "baseline",
+    profile: str = "cpu",
+    seed: int = 0,
+    *,
+    overrides: Sequence[str] = (),
+    retrain: bool = False,
+    device: str = "cpu",
+) -> ZooModel:
+    """The trained model for ``(method, profile, seed, overrides)``: from the cache, or trained now.
+
+    ``overrides`` are ``section.key=value`` strings as for ``tireid train --set``.
+    ``retrain=True`` trains again and replaces the cached copy. The model is
+    returned on ``device`` in eval mode. Taught in ``02_baseline_irra``.
+    """
+    cfg = zoo_config(method, profile, seed, overrides)
+    key = model_key(cfg)
+    folder = zoo_dir() / key
+    if (folder / DONE_MARKER).exists() and not retrain:
+        return _load(key, folder, trained_now=False, device=device)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=folder.parent))
+    try:
+        Trainer(cfg, tmp).fit()
+        if not (tmp / DONE_MARKER).exists():
+            raise TIReIDError(f"training {key} ended without test metrics in {tmp}; the run has no test split")
+        if folder.exists() and (retrain or not (folder / DONE_MARKER).exists()):
+            shutil.rmtree(folder)  # the copy being replaced, or a folder without a finished run in it
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / DONE_MARKER).exists():  # not a finished copy from another process
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _load(key, folder, trained_now=True, device=device)
