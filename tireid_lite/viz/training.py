@@ -1,0 +1,89 @@
+"""Figures of training and matching: target distributions, loss curves, similarity blocks.
+
+Taught in ``02_baseline_irra``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+LOSS_COLUMNS = ("loss", "sdm", "id", "mlm")
+
+
+def plot_target_distributions(pids: Sequence[int], *, titles: tuple[str, str] = ("InfoNCE target", "SDM target q")):
+    """InfoNCE's one-hot targets beside SDM's identity-aware ``q`` for one batch of identities.
+
+    Row i is text i's target over the batch's images: InfoNCE puts all its mass
+    on image i; SDM spreads it evenly over every image of the same identity.
+    """
+    pids = np.asarray(pids)
+    same = (pids[:, None] == pids[None, :]).astype(float)  # (B, B)
+    targets = (np.eye(len(pids)), same / same.sum(1, keepdims=True))
+    labels = [f"{i} (id {p})" for i, p in enumerate(pids)]
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.2))
+    for ax, target, title in zip(axes, targets, titles):
+        sns.heatmap(pd.DataFrame(target, index=labels, columns=labels), annot=True, fmt=".2g", cmap="Greens",
+                    vmin=0, vmax=1, cbar=False, linewidths=0.5, ax=ax)
+        ax.set_title(title)
+        ax.set_xlabel("image j")
+        ax.set_ylabel("text i")
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_log(log: pd.DataFrame, epochs: Sequence[dict], *, title: str = ""):
+    """Loss terms per logged step (left) and validation R1 / mAP per epoch (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for column in LOSS_COLUMNS:
+        if column in log and log[column].notna().any():
+            left.plot(log["step"], log[column], label=column, lw=1.5)
+    left.set_xlabel("step")
+    left.set_ylabel("loss")
+    left.set_yscale("log")
+    left.legend(frameon=False)
+    left.set_title("training losses")
+    if epochs:
+        frame = pd.DataFrame(list(epochs))
+        for metric in ("R1", "mAP"):
+            if metric in frame:
+                right.plot(frame["epoch"], frame[metric], marker="o", label=f"val {metric}")
+        right.legend(frameon=False)
+    right.set_xlabel("epoch")
+    right.set_ylabel("%")
+    right.set_title("validation")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_similarity_blocks(sim: np.ndarray, q_pids: Sequence[int], g_pids: Sequence[int], *, title: str = ""):
+    """A queries x gallery similarity heat-map, lines between identities, matches outlined.
+
+    Sort queries and gallery by identity first: a model that has learned shows
+    bright blocks on the diagonal.
+    """
+    sim = np.asarray(sim, dtype=float)
+    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+    if sim.shape != (len(q_pids), len(g_pids)):
+        raise ValueError(f"sim has shape {sim.shape} but there are {len(q_pids)} queries and {len(g_pids)} images")
+    fig, ax = plt.subplots(figsize=(0.28 * len(g_pids) + 2.5, 0.28 * len(q_pids) + 1.5))
+    sns.heatmap(sim, cmap="viridis", ax=ax, xticklabels=False, yticklabels=False, cbar_kws={"label": "cosine"})
+    for i, q in enumerate(q_pids):
+        for j in np.flatnonzero(g_pids == q):
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="white", lw=0.8))
+    for k in np.flatnonzero(np.diff(q_pids)) + 1:
+        ax.axhline(k, color="black", lw=0.6)
+    for k in np.flatnonzero(np.diff(g_pids)) + 1:
+        ax.axvline(k, color="black", lw=0.6)
+    ax.set_xlabel("gallery images (grouped by identity)")
+    ax.set_ylabel("text queries")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
