@@ -92,3 +92,22 @@ def test_unknown_method_is_a_clear_error():
 
     with pytest.raises(ConfigError, match="is not built into TIReIDModel yet"):
         _setup("partlevel")
+
+
+@pytest.mark.parametrize("image_pool,text_pool", [("cls", "eot"), ("mean", "mean")])
+def test_global_features_follow_the_pooling_settings(image_pool, text_pool):
+    _, tok, model, batch = _setup("baseline", **{"model.image_pool": image_pool, "model.text_pool": text_pool})
+    model.eval()
+    with torch.no_grad():
+        image_tokens = model.encode_image_tokens(batch["images"])  # (B, 1+N, D)
+        text_tokens = model.encode_text_tokens(batch["caption_ids"])  # (B, L, D)
+        images, texts = model.encode_images(batch["images"]), model.encode_texts(batch["caption_ids"])
+    ids = batch["caption_ids"]
+    for i in range(len(ids)):
+        end = int((ids[i] == tok.eot_id).nonzero()[0])  # first end token
+        if image_pool == "cls":
+            want_image, want_text = image_tokens[i, 0], text_tokens[i, end]
+        else:  # patches only; the caption from its start token to its end token
+            want_image, want_text = image_tokens[i, 1:].mean(0), text_tokens[i, : end + 1].mean(0)
+        assert torch.allclose(images[i], want_image, atol=1e-6)
+        assert torch.allclose(texts[i], want_text, atol=1e-6)

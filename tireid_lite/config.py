@@ -44,7 +44,7 @@ class DataConfig:
     cache_images: bool = True  # keep decoded training images in memory (small datasets only)
     noise_rate: float = 0.0  # share of training pairs whose captions are permuted (RDE protocol)
     noise_seed: int = 0
-    synth_ids_train: int = 500
+    synth_ids_train: int = 2000  # many identities: from scratch, 500 are memorised rather than generalised
     synth_ids_val: int = 100
     synth_ids_test: int = 200
     synth_images_per_id: int = 4
@@ -56,15 +56,17 @@ class ModelConfig:
     method: str = "irra"  # one of METHODS
     pretrained_dir: str = ""  # local CLIP checkpoint (gpu profile); "" = tiny towers from scratch
     patch_size: int = 8
-    image_width: int = 128
+    image_width: int = 64
     image_depth: int = 4
     image_heads: int = 4
     text_kind: str = "bert"  # bert (bidirectional, from scratch) | clip
-    text_width: int = 128
-    text_depth: int = 3
+    text_width: int = 64
+    text_depth: int = 1
     text_heads: int = 4
     embed_dim: int = 128  # joint embedding width
     temperature: float = 0.1  # SDM's tau (IRRA: 0.02 with pretrained CLIP)
+    image_pool: str = "mean"  # global image feature: cls (IRRA) | mean of the patch tokens (learns faster from scratch)
+    text_pool: str = "mean"  # global text feature: eot (IRRA) | mean of the caption's tokens
     id_loss_weight: float = 1.0
     sdm_loss_weight: float = 1.0
     mlm_loss_weight: float = 1.0
@@ -75,13 +77,13 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    num_epochs: int = 6
+    num_epochs: int = 2
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     new_module_lr_factor: float = 5.0  # IRRA: new modules (heads) learn 5x faster than the towers
     pretrained_lr_factor: float = 1.0
     weight_decay: float = 4e-5
-    warmup_epochs: int = 1
+    warmup_epochs: float = 0.25  # linear warm-up length; a fraction of an epoch is allowed
     grad_clip: float = 5.0
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     eval_every: int = 1  # epochs
@@ -120,8 +122,8 @@ def get_profile(name: str = "cpu") -> Config:
                             num_workers=8, pad=10, cache_images=False),
             model=ModelConfig(pretrained_dir="", patch_size=16, image_width=768, image_depth=12, image_heads=12,
                               text_kind="clip", text_width=512, text_depth=12, text_heads=8, embed_dim=512,
-                              temperature=0.02, cross_depth=4, cross_heads=8),
-            train=TrainConfig(num_epochs=60, batch_size=64, lr=1e-5, weight_decay=4e-5, warmup_epochs=5, amp="auto",
+                              temperature=0.02, cross_depth=4, cross_heads=8, image_pool="cls", text_pool="eot"),
+            train=TrainConfig(num_epochs=60, batch_size=64, lr=1e-5, weight_decay=4e-5, warmup_epochs=5.0, amp="auto",
                               log_every=50),
         )
     raise ConfigError(f"unknown profile {name!r}; use 'cpu' or 'gpu'")
@@ -193,6 +195,8 @@ def validate(cfg: Config) -> Config:
         ("data.tokenizer", cfg.data.tokenizer in ("word", "clip"), "word or clip"),
         ("data.sampler", cfg.data.sampler in ("random", "identity"), "random or identity"),
         ("model.text_kind", cfg.model.text_kind in ("bert", "clip"), "bert or clip"),
+        ("model.image_pool", cfg.model.image_pool in ("cls", "mean"), "cls or mean"),
+        ("model.text_pool", cfg.model.text_pool in ("eot", "mean"), "eot or mean"),
         ("train.amp", cfg.train.amp in ("auto", "bf16", "off"), "auto, bf16 or off"),
         ("data.noise_rate", 0.0 <= cfg.data.noise_rate < 1.0, "a number in [0, 1)"),
         ("data.pad", cfg.data.pad >= 0, "0 (no pad-and-crop) or more"),

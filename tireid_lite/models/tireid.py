@@ -43,8 +43,8 @@ class Encoded:
 
     image_tokens: Tensor  # (B, 1+N, D), class token first
     text_tokens: Tensor  # (B, L, D)
-    image_feats: Tensor  # (B, D) global image feature (class token)
-    text_feats: Tensor  # (B, D) global text feature (end token)
+    image_feats: Tensor  # (B, D) global image feature (class token, or mean of patches)
+    text_feats: Tensor  # (B, D) global text feature (end token, or mean of tokens)
 
 
 class IdentityHead(nn.Module):
@@ -114,6 +114,7 @@ class TIReIDModel(nn.Module):
             )
         self.method = m.method
         self.tokenizer = tokenizer
+        self.image_pool, self.text_pool = m.image_pool, m.text_pool
         pretrained = m.pretrained_dir or None
         self.image_tower = build_image_tower(
             img_size=tuple(cfg.data.image_size),
@@ -151,13 +152,28 @@ class TIReIDModel(nn.Module):
     def encode_text_tokens(self, caption_ids: Tensor) -> Tensor:
         return self.text_tower(caption_ids, self.tokenizer.attention_mask(caption_ids))  # (B, L, D)
 
+    def image_global(self, image_tokens: Tensor) -> Tensor:
+        """The global image feature (B, D) from the tokens (B, 1+N, D): the class token (IRRA)
+        or, with ``model.image_pool=mean``, the mean of the patch tokens."""
+        if self.image_pool == "mean":
+            return image_tokens[:, 1:].mean(dim=1)
+        return image_tokens[:, 0]
+
+    def text_global(self, text_tokens: Tensor, caption_ids: Tensor) -> Tensor:
+        """The global text feature (B, D) from the tokens (B, L, D): the end token (IRRA) or,
+        with ``model.text_pool=mean``, the mean over the caption's tokens (start and end included)."""
+        if self.text_pool == "mean":
+            keep = self.tokenizer.attention_mask(caption_ids).unsqueeze(-1).to(text_tokens.dtype)  # (B, L, 1)
+            return (text_tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp_min(1.0)
+        return pool_at(text_tokens, caption_ids, self.tokenizer.eot_id)
+
     def encode_images(self, images: Tensor) -> Tensor:
-        """Global image features (B, D): the class token."""
-        return self.encode_image_tokens(images)[:, 0]
+        """Global image features (B, D), see :meth:`image_global`."""
+        return self.image_global(self.encode_image_tokens(images))
 
     def encode_texts(self, caption_ids: Tensor) -> Tensor:
-        """Global text features (B, D): the end-of-text token."""
-        return pool_at(self.encode_text_tokens(caption_ids), caption_ids, self.tokenizer.eot_id)
+        """Global text features (B, D), see :meth:`text_global`."""
+        return self.text_global(self.encode_text_tokens(caption_ids), caption_ids)
 
     def similarity(self, text_feats: Tensor, image_feats: Tensor) -> Tensor:
         """Cosine similarity (Q, G) between text queries and gallery images."""
@@ -169,8 +185,8 @@ class TIReIDModel(nn.Module):
         return Encoded(
             image_tokens=image_tokens,
             text_tokens=text_tokens,
-            image_feats=image_tokens[:, 0],
-            text_feats=pool_at(text_tokens, batch["caption_ids"], self.tokenizer.eot_id),
+            image_feats=self.image_global(image_tokens),
+            text_feats=self.text_global(text_tokens, batch["caption_ids"]),
         )
 
     # ----------------------------------------------------------------- training

@@ -211,7 +211,7 @@ class Trainer:
         self.steps_per_epoch = len(self.loader)
         self.schedule = WarmupCosine(
             total_steps=cfg.train.num_epochs * self.steps_per_epoch,
-            warmup_steps=cfg.train.warmup_epochs * self.steps_per_epoch,
+            warmup_steps=round(cfg.train.warmup_epochs * self.steps_per_epoch),
         )
         groups = self.raw_model.parameter_groups(
             cfg.train.lr, cfg.train.weight_decay, cfg.train.new_module_lr_factor, cfg.train.pretrained_lr_factor
