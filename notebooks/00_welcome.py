@@ -36,7 +36,6 @@ from PIL import Image
 
 from tireid_lite.config import get_profile
 from tireid_lite.data.readers import read_dataset
-from tireid_lite.data.synth import ensure_synth
 from tireid_lite.envinfo import environment_report
 from tireid_lite.eval.colour_matching import (
     COLOUR_NAMES,
@@ -46,6 +45,7 @@ from tireid_lite.eval.colour_matching import (
 )
 from tireid_lite.eval.metrics import retrieval_metrics
 from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metrics
+from tireid_lite.train.build import dataset_root
 from tireid_lite.viz.retrieval import show_rankings
 
 # %%
@@ -79,15 +79,7 @@ print(f"profile: {profile}")
 # gallery image, every caption a query.
 
 # %%
-synth = get_profile("cpu").data  # this notebook always shows SynthPEDES, whatever the profile
-root = ensure_synth(
-    ids_train=synth.synth_ids_train,
-    ids_val=synth.synth_ids_val,
-    ids_test=synth.synth_ids_test,
-    images_per_id=synth.synth_images_per_id,
-    size=tuple(synth.image_size),
-    seed=synth.synth_seed,
-)
+root = dataset_root(get_profile("cpu"))  # this notebook always shows the cpu profile's SynthPEDES
 dataset = read_dataset("synth", root)
 test = dataset.eval_set("test")
 q_pids = np.array(test.query_pids)
