@@ -488,3 +488,10 @@ def test_identity_sampler_batches_hold_p_identities_of_k_pairs(cuhk_root):
     for pids in batches:
         assert sorted(pids.count(p) for p in set(pids)) == [4, 4]
     assert sorted(p for pids in batches for p in set(pids)) == list(range(8))
+
+
+def test_a_fractional_warm_up_counts_in_steps(cuhk_root, tmp_path):
+    trainer = Trainer(tiny_config(cuhk_root, "cuhk-pedes", "train.warmup_epochs=0.5"), tmp_path / "run")
+    assert trainer.steps_per_epoch == STEPS_PER_EPOCH
+    assert trainer.schedule.warmup_steps == 3  # half of 6 steps
+    assert trainer.schedule.total_steps == 3 * STEPS_PER_EPOCH
