@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from tireid_lite.config import get_profile
 from tireid_lite.data.transforms import denormalize
+from tireid_lite.eval.colour_matching import COLOUR_WORDS
 from tireid_lite.eval.metrics import retrieval_metrics
 from tireid_lite.eval.retrieval import evaluate, extract_features
 from tireid_lite.losses.matching import infonce_loss, sdm_loss
@@ -212,8 +213,7 @@ print(pd.DataFrame({
 
 # %%
 test = data.dataset.eval_set("test")
-COLOURS = {"black", "white", "grey", "gray", "blue", "red", "navy", "brown", "green", "pink", "beige",
-           "khaki", "yellow", "purple", "orange", "blonde", "blond"}
+COLOURS = COLOUR_WORDS  # every one-word colour name of SynthPEDES, synonyms included
 
 
 def guess_colours(caption: str, image: torch.Tensor, top: int = 3) -> list[tuple[str, str]]:

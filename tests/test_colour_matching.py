@@ -57,3 +57,10 @@ def test_bad_shapes_name_the_problem():
         image_colour_histogram(image, np.zeros((3, 2), dtype=np.uint8))
     with pytest.raises(ValueError, match="one map per image"):
         colour_match_scores(["red"], [image, image], [np.zeros((2, 2), dtype=np.uint8)])
+
+
+def test_colour_words_are_the_one_word_names_and_synonyms():
+    from tireid_lite.eval.colour_matching import COLOUR_WORDS
+
+    assert {"red", "navy", "gray", "khaki", "blond", "blonde"} <= COLOUR_WORDS
+    assert "dark blue" not in COLOUR_WORDS and "dark" not in COLOUR_WORDS

@@ -27,6 +27,7 @@ COLOUR_NAMES: tuple[str, ...] = tuple(_PALETTE)
 _RGB = np.array([_PALETTE[name].rgb for name in COLOUR_NAMES], dtype=np.float32)  # (C, 3)
 _WORD_TO_COLOUR = {name: name for name in COLOUR_NAMES}
 _WORD_TO_COLOUR.update({syn: c.name for c in _PALETTE.values() for syn in c.synonyms})
+COLOUR_WORDS: frozenset[str] = frozenset(w for w in _WORD_TO_COLOUR if " " not in w)  # one-word names and synonyms
 # Longest phrase first so "dark blue" is read as navy, not as blue.
 _COLOUR_WORDS = re.compile(
     r"\b(" + "|".join(sorted(map(re.escape, _WORD_TO_COLOUR), key=len, reverse=True)) + r")\b"
