@@ -127,9 +127,12 @@ def get_or_train(
             shutil.rmtree(folder)  # the copy being replaced, or a folder without a finished run in it
         try:
             os.replace(tmp, folder)
-        except OSError:
+        except OSError as err:
             if not (folder / DONE_MARKER).exists():  # not a finished copy from another process
-                raise
+                raise TIReIDError(
+                    f"cannot move the trained model {key} into {folder} ({err}); "
+                    f"check that {folder.parent} is writable, or set TIREID_CACHE to another folder"
+                ) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _load(key, folder, trained_now=True, device=device)
