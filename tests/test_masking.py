@@ -200,3 +200,296 @@ def test_expected_masked_tokens_rejects_bad_input():
         expected_masked_tokens(-1, 0.15)
     with pytest.raises(ConfigError, match="prob"):
         expected_masked_tokens(3, -0.1)
+
+
+# =========================================================================== key-phrase masking
+
+import json  # noqa: E402
+import math  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from tireid_lite.text.key_phrases import KeyPhrase  # noqa: E402
+from tireid_lite.text.masking import (  # noqa: E402
+    KeyPhraseMasking,
+    span_token_positions,
+    token_offsets,
+)
+from tireid_lite.text.tokenizers import CLIPBPETokenizer, WordTokenizer  # noqa: E402
+
+# Phrases are given by hand (character offsets found with str.index), so these tests do not need spaCy.
+KP_CAPTIONS = {
+    "The woman wears a white short-sleeved shirt, dark blue jeans and white sneakers.":
+        ["white short-sleeved shirt", "dark blue jeans", "white sneakers"],
+    "A man with short black hair wears a grey hooded jacket over a red and white striped shirt, "
+    "khaki pants and dark brown leather shoes.":
+        ["short black hair", "grey hooded jacket", "red and white striped shirt", "khaki pants",
+         "dark brown leather shoes"],
+    "A girl carries a black backpack.": ["black backpack"],
+    "She has long black hair.": ["long black hair"],
+    "A woman with her hand in her pocket.": [],
+}  # fmt: skip
+
+
+def _phrases(caption: str, texts: list[str]) -> list[KeyPhrase]:
+    phrases, start = [], 0
+    for text in texts:
+        start = caption.index(text, start)
+        end = start + len(text)
+        head_start = caption.rindex(" ", start, end) + 1 if " " in text else start
+        phrases.append(KeyPhrase.from_offsets(caption, start, end, head_start, end))
+        start = end
+    return phrases
+
+
+KP_TABLE = {caption: _phrases(caption, texts) for caption, texts in KP_CAPTIONS.items()}
+
+
+@pytest.fixture(scope="module")
+def word_tok() -> WordTokenizer:
+    return WordTokenizer.train(list(KP_CAPTIONS), max_length=40)
+
+
+def _write_letter_clip(directory: Path) -> Path:
+    """A CLIP-format BPE folder whose words split into letters, except "red": many sub-words per word."""
+    directory.mkdir(parents=True, exist_ok=True)
+    symbols = [*"abcdefghijklmnopqrstuvwxyz", ",", ".", "-"]
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({s + "</w>": len(symbols) + i for i, s in enumerate(symbols)})
+    merges = [("r", "e"), ("re", "d</w>"), ("q", "z")]  # the last merge's id becomes <|mask|>
+    vocab.update({a + b: len(vocab) + i for i, (a, b) in enumerate(merges)})
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def clip_tok(tmp_path_factory) -> CLIPBPETokenizer:
+    # room for the longest caption spelt out letter by letter
+    return CLIPBPETokenizer.from_pretrained(_write_letter_clip(tmp_path_factory.mktemp("clip")), max_length=160)
+
+
+def _kp_draws(masking, tok, caption: str, draws: int, seed: int):
+    ids = tok([caption])[0]
+    rng = np.random.default_rng(seed)
+    outputs = [masking(caption, ids, rng) for _ in range(draws)]
+    masked_ids = np.stack([out["mlm_ids"].numpy() for out in outputs])
+    labels = np.stack([out["mlm_labels"].numpy() for out in outputs])
+    return ids.numpy(), masked_ids, labels
+
+
+# --------------------------------------------------------------------------- token positions
+
+
+def test_token_offsets_of_the_word_tokenizer(word_tok):
+    caption = "A girl carries a black backpack."
+    ids, spans = token_offsets(word_tok, caption)
+    assert ids == word_tok.encode(caption)[1:-1]
+    assert [caption[s:e] for s, e in spans] == ["A", "girl", "carries", "a", "black", "backpack", "."]
+
+
+def test_span_positions_cover_every_sub_word(clip_tok):
+    caption = "A red t-shirt, blue jeans."
+    # CLIP body tokens: a | red | t - s h i r t | , | b l u e | j e a n s | .
+    # positions (start token at 0): a=1, red=2, t-shirt=3..9, ","=10, blue=11..14, jeans=15..19, "."=20
+    assert len(clip_tok.encode(caption)) == 22
+    red_tshirt, blue_jeans = span_token_positions(clip_tok, caption, [(2, 13), (15, 25)])
+    assert red_tshirt.tolist() == list(range(2, 10))
+    assert blue_jeans.tolist() == list(range(11, 20))
+    # a span that starts or ends inside a word takes the whole word's sub-words it touches
+    assert span_token_positions(clip_tok, caption, [(3, 4)])[0].tolist() == [2]  # "red" is one token
+    assert span_token_positions(clip_tok, caption, [(16, 17)])[0].tolist() == [12]  # the "l" of "blue"
+
+
+class _NoOffsetsTokenizer:
+    """A tokenizer exposing only ``encode``/``encode_batch`` (no HF backend): offsets come from re-tokenising."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def encode(self, text):
+        return self.inner.encode(text)
+
+    def encode_batch(self, texts):
+        return self.inner.encode_batch(texts)
+
+
+def test_offsets_without_a_backend_come_from_re_tokenising_words(clip_tok, word_tok):
+    caption = "A red t-shirt, blue jeans."
+    for tok in (clip_tok, word_tok):
+        ids, spans = token_offsets(_NoOffsetsTokenizer(tok), caption)
+        assert ids == tok.encode(caption)[1:-1]
+        phrases = [(2, 13), (15, 25)]
+        assert [p.tolist() for p in span_token_positions(_NoOffsetsTokenizer(tok), caption, phrases)] == [
+            p.tolist() for p in span_token_positions(tok, caption, phrases)
+        ]
+    ids, spans = token_offsets(_NoOffsetsTokenizer(clip_tok), caption)
+    assert [caption[s:e] for s, e in spans[1:3]] == ["red", "t"]  # sub-words get their word's span
+
+
+# --------------------------------------------------------------------------- masking
+
+
+def test_key_phrase_masking_output_format(word_tok):
+    caption = list(KP_CAPTIONS)[0]
+    ids = word_tok([caption])[0]
+    before = ids.clone()
+    out = KeyPhraseMasking(word_tok, KP_TABLE)(caption, ids, np.random.default_rng(0))
+    assert set(out) == {"mlm_ids", "mlm_labels"}
+    for value in out.values():
+        assert value.shape == ids.shape and value.dtype == torch.long
+    assert torch.equal(ids, before)
+
+
+def test_phrases_are_masked_whole_with_every_sub_word(clip_tok):
+    # Phrase tokens far outnumber the budget (no top-up), so every chosen token belongs to a phrase
+    # taken whole: per draw and phrase, all of its sub-words are chosen or none is.
+    caption = list(KP_CAPTIONS)[1]
+    masking = KeyPhraseMasking(clip_tok, KP_TABLE)
+    groups = masking.phrase_positions(caption, clip_tok([caption])[0].numpy())
+    # one token per letter, except "red" (one token) and the "re" of "grey"; spaces are no tokens:
+    # short black hair 5+5+4, grey hooded jacket 3+6+6, red and white striped shirt 1+3+5+7+5,
+    # khaki pants 5+5, dark brown leather shoes 4+5+7+5
+    assert [g.size for g in groups] == [14, 15, 21, 10, 21]
+    _, _, labels = _kp_draws(masking, clip_tok, caption, draws=2_000, seed=11)
+    chosen = labels != -100
+    in_phrase = np.zeros(chosen.shape[1], dtype=bool)
+    for g in groups:
+        per_draw = chosen[:, g].sum(axis=1)
+        assert np.isin(per_draw, [0, g.size]).all()
+        assert (per_draw == g.size).mean() > 0.02  # every phrase gets drawn
+        in_phrase[g] = True
+    assert not chosen[:, ~in_phrase].any()
+
+
+def test_special_and_unknown_tokens_are_never_masked(word_tok):
+    # "mauve" is not in the word vocabulary: [UNK], a special id, inside the phrase "mauve long shirt".
+    caption = "She has long black hair and a mauve long shirt."
+    table = {caption: _phrases(caption, ["long black hair", "mauve long shirt"])}
+    masking = KeyPhraseMasking(word_tok, table)
+    ids, masked_ids, labels = _kp_draws(masking, word_tok, caption, draws=3_000, seed=12)
+    special = np.isin(ids, sorted(word_tok.special_ids))
+    assert ids.tolist().count(word_tok.unk_id) == 1
+    assert (labels[:, special] == -100).all()
+    assert (masked_ids[:, special] == ids[special]).all()
+    shirt = masking.phrase_positions(caption, ids)[1]
+    assert shirt.size == 2  # "long shirt": the unknown word is left out of the unit
+
+
+def test_eighty_ten_ten_inside_phrases(word_tok):
+    caption = list(KP_CAPTIONS)[1]
+    ids, masked_ids, labels = _kp_draws(KeyPhraseMasking(word_tok, KP_TABLE), word_tok, caption, 10_000, 13)
+    chosen = labels != -100
+    replaced = masked_ids[chosen]
+    original = np.broadcast_to(ids, masked_ids.shape)[chosen]
+    assert abs((replaced == word_tok.mask_token_id).mean() - 0.8) < 0.015
+    assert abs((replaced == original).mean() - 0.1) < 0.015
+    assert (labels[chosen] == original).all()
+
+
+def test_caption_without_phrases_falls_back_to_random_masking(word_tok):
+    caption = list(KP_CAPTIONS)[4]
+    ids = word_tok([caption])[0]
+    fallback = RandomTokenMasking(word_tok.mask_token_id, word_tok.vocab_size, word_tok.special_ids, 0.15)
+    for seed in range(50):
+        got = KeyPhraseMasking(word_tok, KP_TABLE)(caption, ids, np.random.default_rng(seed))
+        want = fallback(caption, ids, np.random.default_rng(seed))
+        assert torch.equal(got["mlm_ids"], want["mlm_ids"]) and torch.equal(got["mlm_labels"], want["mlm_labels"])
+
+
+def test_phrases_are_redrawn_at_every_call(word_tok):
+    caption = list(KP_CAPTIONS)[1]
+    ids, _, labels = _kp_draws(KeyPhraseMasking(word_tok, KP_TABLE), word_tok, caption, draws=200, seed=14)
+    patterns = {tuple(row) for row in (labels != -100)}
+    assert len(patterns) >= 5  # five phrases, several orders: many different masks from one rng stream
+    consecutive_equal = ((labels[1:] != -100) == (labels[:-1] != -100)).all(axis=1).mean()
+    assert consecutive_equal < 0.5
+
+
+def test_same_seed_same_key_phrase_mask(word_tok):
+    caption = list(KP_CAPTIONS)[0]
+    ids = word_tok([caption])[0]
+    masking = KeyPhraseMasking(word_tok, KP_TABLE)
+    first = masking(caption, ids, np.random.default_rng(5))
+    second = masking(caption, ids, np.random.default_rng(5))
+    assert torch.equal(first["mlm_ids"], second["mlm_ids"]) and torch.equal(first["mlm_labels"], second["mlm_labels"])
+
+
+@pytest.mark.parametrize("tok_name", ["word_tok", "clip_tok"])
+def test_masked_token_count_matches_the_random_masking_budget(request, tok_name):
+    # Per caption the expected count is exactly expected_masked_tokens(N, 0.15) (see KeyPhraseMasking):
+    # the mean of 20,000 draws must fall within 4 standard errors of it. The captions cover
+    # phrase tokens above the budget (CLIP: letters) and below it (one short phrase: top-up).
+    tok = request.getfixturevalue(tok_name)
+    masking = KeyPhraseMasking(tok, KP_TABLE, prob=0.15)
+    total_mean, total_expected = 0.0, 0.0
+    for k, caption in enumerate(KP_CAPTIONS):
+        ids, _, labels = _kp_draws(masking, tok, caption, draws=20_000, seed=100 + k)
+        counts = (labels != -100).sum(axis=1)
+        n = int((~np.isin(ids, sorted(tok.special_ids))).sum())
+        expected = expected_masked_tokens(n, 0.15)
+        standard_error = counts.std() / math.sqrt(counts.size)
+        assert abs(counts.mean() - expected) < 4 * standard_error + 1e-9, (caption, counts.mean(), expected)
+        total_mean += counts.mean()
+        total_expected += expected
+    assert abs(total_mean - total_expected) / total_expected < 0.01
+
+
+def test_budget_top_up_when_phrases_are_short(word_tok):
+    # "A girl carries a black backpack." has N = 7 ordinary tokens: B = 1.05 + 0.85^7 = 1.3706; the
+    # only phrase has 2 tokens, so it is taken with probability 1.3706 / 2 and never topped up.
+    # "She has long black hair." has N = 6: B = 0.9 + 0.85^6 = 1.2771 < 3 tokens of its phrase.
+    # With prob = 0.5 and N = 7: B = 3.5 + 0.5^7 = 3.5078 > 2: the phrase always, plus 1 token, plus a
+    # second with probability 0.5078.
+    caption = list(KP_CAPTIONS)[2]
+    ids, _, labels = _kp_draws(KeyPhraseMasking(word_tok, KP_TABLE), word_tok, caption, 20_000, 15)
+    counts = (labels != -100).sum(axis=1)
+    assert set(np.unique(counts)) == {0, 2}
+    assert abs((counts == 2).mean() - 1.3706 / 2) < 0.015
+    ids, _, labels = _kp_draws(KeyPhraseMasking(word_tok, KP_TABLE, prob=0.5), word_tok, caption, 20_000, 16)
+    counts = (labels != -100).sum(axis=1)
+    phrase = KeyPhraseMasking(word_tok, KP_TABLE).phrase_positions(caption, ids)[0]
+    assert ((labels[:, phrase] != -100).all(axis=1)).all()
+    assert set(np.unique(counts)) == {3, 4}
+    assert abs((counts == 4).mean() - 0.5078) < 0.015
+
+
+def test_phrase_cut_by_truncation_is_dropped(word_tok):
+    caption = "A girl carries a black backpack."
+    short = WordTokenizer.train(list(KP_CAPTIONS), max_length=7)  # [SOS] a girl carries a black [EOS]
+    ids = short([caption])[0]
+    assert short.convert_ids_to_tokens(ids)[-2:] == ["black", "[EOS]"]
+    masking = KeyPhraseMasking(short, KP_TABLE)
+    assert masking.phrase_positions(caption, ids.numpy()) == []
+    fallback = RandomTokenMasking(short.mask_token_id, short.vocab_size, short.special_ids)
+    got = masking(caption, ids, np.random.default_rng(3))
+    want = fallback(caption, ids, np.random.default_rng(3))
+    assert torch.equal(got["mlm_labels"], want["mlm_labels"])
+
+
+def test_phrases_from_a_callable(word_tok):
+    calls = []
+
+    def phrases_for(caption):
+        calls.append(caption)
+        return KP_TABLE[caption]
+
+    caption = list(KP_CAPTIONS)[3]
+    out = KeyPhraseMasking(word_tok, phrases_for)(caption, word_tok([caption])[0], np.random.default_rng(0))
+    assert calls == [caption] and out["mlm_labels"].shape == (40,)
+
+
+def test_key_phrase_masking_rejects_bad_input(word_tok):
+    with pytest.raises(ConfigError, match="phrases_for is a list"):
+        KeyPhraseMasking(word_tok, [])
+    with pytest.raises(ConfigError, match="prob=2"):
+        KeyPhraseMasking(word_tok, KP_TABLE, prob=2)
+    masking = KeyPhraseMasking(word_tok, KP_TABLE)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match="no key phrases for the caption 'A new caption.'"):
+        masking("A new caption.", word_tok(["A new caption."])[0], rng)
+    caption = list(KP_CAPTIONS)[2]
+    with pytest.raises(ValueError, match="ids do not start with the tokenisation"):
+        masking(caption, word_tok([list(KP_CAPTIONS)[3]])[0], rng)
+    with pytest.raises(ValueError, match="integer tensor"):
+        masking(caption, torch.zeros(3), rng)

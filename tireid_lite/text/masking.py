@@ -7,18 +7,23 @@ masked caption fed to the text tower) and ``mlm_labels`` (the original id at
 the chosen positions, -100 elsewhere, as :func:`tireid_lite.losses.mlm.mlm_loss`
 expects). Other strategies (key-phrase, attribute) must mask the same expected
 number of tokens, :func:`expected_masked_tokens`, so ablations compare like
-with like.
+with like. :class:`KeyPhraseMasking` (KPDM's, taught in
+``03_kpdm_key_phrase_masking``) masks whole key phrases under that budget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer as HFTokenizer
 from torch import Tensor
 
 from tireid_lite.errors import ConfigError
+from tireid_lite.text.tokenizers import Tokenizer
 
 IGNORE_INDEX = -100
 MASK_SHARE = 0.8  # chosen tokens replaced by the mask token
@@ -105,34 +110,254 @@ class RandomTokenMasking:
 
     def __call__(self, caption: str, ids: Tensor, rng: np.random.Generator) -> dict[str, Tensor]:
         """Mask one tokenised caption ``ids`` (L,); ``caption`` is unused by this strategy."""
-        if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise ValueError(
-                f"ids must be a (L,) integer tensor of token ids, got shape {tuple(ids.shape)} "
-                f"and dtype {ids.dtype}"
-            )
-        original = ids.detach().cpu().numpy().astype(np.int64)  # (L,)
-        if original.size and (original.min() < 0 or original.max() >= self.vocab_size):
-            raise ValueError(
-                f"ids range from {original.min()} to {original.max()}, outside the vocabulary "
-                f"0..{self.vocab_size - 1}; tokenise with the tokenizer this masking was built for"
-            )
-        masked_ids = original.copy()  # (L,)
-        labels = np.full_like(original, IGNORE_INDEX)  # (L,)
-
+        original = _checked_ids(ids, self.vocab_size)  # (L,)
         ordinary_pos = np.flatnonzero(~np.isin(original, self.special_ids))  # (N,)
         chosen = ordinary_pos[rng.random(ordinary_pos.size) < self.prob]  # (K,)
         if chosen.size == 0 and ordinary_pos.size > 0:
             forced = rng.choice(ordinary_pos, size=1)  # (1,)
+            masked_ids = original.copy()  # (L,)
+            labels = np.full_like(original, IGNORE_INDEX)  # (L,)
             masked_ids[forced] = self.mask_token_id
             labels[forced] = original[forced]
         else:
-            action = rng.random(chosen.size)  # (K,) uniform: which of the three replacements
-            to_mask = chosen[action < MASK_SHARE]
-            to_random = chosen[(action >= MASK_SHARE) & (action < MASK_SHARE + RANDOM_SHARE)]
-            masked_ids[to_mask] = self.mask_token_id
-            masked_ids[to_random] = rng.choice(self.ordinary_ids, size=to_random.size)
-            labels[chosen] = original[chosen]
-        return {
-            "mlm_ids": torch.from_numpy(masked_ids).to(ids.device),
-            "mlm_labels": torch.from_numpy(labels).to(ids.device),
-        }
+            masked_ids, labels = self._replace(original, chosen, rng)
+        return _as_tensors(masked_ids, labels, ids)
+
+    def _replace(self, original: np.ndarray, chosen: np.ndarray, rng: np.random.Generator):
+        """BERT's 80/10/10 rule at the ``chosen`` positions of ``original`` (L,): (masked ids, labels)."""
+        masked_ids = original.copy()  # (L,)
+        labels = np.full_like(original, IGNORE_INDEX)  # (L,)
+        action = rng.random(chosen.size)  # (K,) uniform: which of the three replacements
+        to_mask = chosen[action < MASK_SHARE]
+        to_random = chosen[(action >= MASK_SHARE) & (action < MASK_SHARE + RANDOM_SHARE)]
+        masked_ids[to_mask] = self.mask_token_id
+        masked_ids[to_random] = rng.choice(self.ordinary_ids, size=to_random.size)
+        labels[chosen] = original[chosen]
+        return masked_ids, labels
+
+
+def _checked_ids(ids: Tensor, vocab_size: int) -> np.ndarray:
+    """``ids`` (L,) as an int64 numpy array, after checking its shape, dtype and range."""
+    if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(
+            f"ids must be a (L,) integer tensor of token ids, got shape {tuple(ids.shape)} "
+            f"and dtype {ids.dtype}"
+        )
+    original = ids.detach().cpu().numpy().astype(np.int64)  # (L,)
+    if original.size and (original.min() < 0 or original.max() >= vocab_size):
+        raise ValueError(
+            f"ids range from {original.min()} to {original.max()}, outside the vocabulary "
+            f"0..{vocab_size - 1}; tokenise with the tokenizer this masking was built for"
+        )
+    return original
+
+
+def _as_tensors(masked_ids: np.ndarray, labels: np.ndarray, like: Tensor) -> dict[str, Tensor]:
+    return {
+        "mlm_ids": torch.from_numpy(masked_ids).to(like.device),
+        "mlm_labels": torch.from_numpy(labels).to(like.device),
+    }
+
+
+# --------------------------------------------------------------------------- key-phrase masking
+
+_PIECES = re.compile(r"\w+|[^\w\s]")  # words and single punctuation marks
+_WORDS = re.compile(r"\S+")
+
+
+def _encode_pieces(tokenizer: Tokenizer, caption: str, pattern: re.Pattern[str]):
+    """Body ids and spans from re-tokenising each piece of ``caption`` alone (each token gets its piece's span)."""
+    matches = list(pattern.finditer(caption))
+    bodies = tokenizer.encode_batch([m.group() for m in matches]) if matches else []
+    ids: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for match, encoded in zip(matches, bodies):
+        body = encoded[1:-1]
+        ids += body
+        spans += [match.span()] * len(body)
+    return ids, spans
+
+
+def token_offsets(tokenizer: Tokenizer, caption: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """The ids of ``tokenizer.encode(caption)`` without start/end tokens, and each one's character span.
+
+    A token's span ``(start, end)`` indexes ``caption`` itself (before
+    lowercasing or accent stripping). The kit's tokenizers are built on HF
+    ``tokenizers``, whose encodings carry these offsets; for another tokenizer
+    each word and punctuation mark is re-tokenised alone (every sub-word gets
+    its word's span), or, when that does not reproduce the full encoding, each
+    white-space separated word. Taught in ``03_kpdm_key_phrase_masking``.
+    """
+    backend = getattr(tokenizer, "_backend", None)
+    if isinstance(backend, HFTokenizer):
+        encoding = backend.encode(caption, add_special_tokens=False)
+        return list(encoding.ids), [tuple(span) for span in encoding.offsets]
+    body = tokenizer.encode(caption)[1:-1]
+    for pattern in (_PIECES, _WORDS):
+        ids, spans = _encode_pieces(tokenizer, caption, pattern)
+        if ids == body:
+            return ids, spans
+    raise ConfigError(
+        f"{type(tokenizer).__name__} gives no character offsets and does not tokenise words independently, "
+        "so key phrases cannot be located in its ids; use one of the kit's tokenizers"
+    )
+
+
+def span_token_positions(
+    tokenizer: Tokenizer, caption: str, spans: Sequence[tuple[int, int]]
+) -> list[np.ndarray]:
+    """For each character span ``(start, end)`` of ``caption``, the positions in ``tokenizer.encode(caption)``
+    of the tokens that overlap it (every sub-word of every word it touches); position 0 is the start token.
+
+    A token overlaps a span when ``token_start < end and token_end > start``.
+    Taught in ``03_kpdm_key_phrase_masking``.
+    """
+    _, offsets = token_offsets(tokenizer, caption)
+    return [_overlapping(offsets, start, end) + 1 for start, end in spans]
+
+
+def _overlapping(offsets: Sequence[tuple[int, int]], start: int, end: int) -> np.ndarray:
+    """Indices of the tokens whose character span overlaps ``start:end``."""
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # (T, 2)
+    return np.flatnonzero((spans[:, 0] < end) & (spans[:, 1] > start))
+
+
+PhraseSource = Mapping[str, Sequence[Any]] | Callable[[str], Sequence[Any]]
+
+
+class KeyPhraseMasking:
+    """KPDM's key-phrase masking: whole key phrases masked as units, re-drawn at every call.
+
+    Called like :class:`RandomTokenMasking` (``hook(caption, ids, rng)``,
+    returning ``mlm_ids`` and ``mlm_labels``). ``phrases_for`` gives the key
+    phrases of a caption (objects with character offsets ``.start`` and
+    ``.end``, such as :class:`~tireid_lite.text.key_phrases.KeyPhrase`):
+    either a mapping caption -> phrases, for example
+    ``dict(zip(captions, key_phrases_for_captions(captions, cache_path)))``,
+    or a callable such as :func:`~tireid_lite.text.key_phrases.extract_key_phrases`
+    (slow: it parses at every call). A caption missing from a mapping is an
+    error; when the dataset mirrors captions on a horizontal flip, include the
+    mirrored captions in the mapping too.
+
+    Each call, with N the ordinary tokens of ``ids`` and the budget
+    B = :func:`expected_masked_tokens` (N, prob) = p N + (1 - p)^N:
+
+    1. Each phrase becomes the positions of all the tokens (sub-words
+       included) that overlap its characters, special tokens left out; a
+       phrase cut by truncation is dropped. No phrase left: the caption is
+       masked by :class:`RandomTokenMasking` (the fallback).
+    2. The phrases are shuffled (a fresh order every call: "dynamic").
+       Walking that order with c the tokens taken so far, a phrase of s tokens
+       is taken whole while c + s <= B; the first phrase that would overshoot
+       is taken with probability (B - c) / s and the walk stops.
+    3. If every phrase fits (c = P, all phrase tokens, with P < B), the rest
+       is topped up with floor(B - P) non-phrase ordinary tokens, plus one more
+       with probability frac(B - P), drawn uniformly.
+    4. Each chosen token follows the 80/10/10 rule of :class:`RandomTokenMasking`.
+
+    Why the budget holds exactly: for any order, when the walk stops at an
+    overshooting phrase the count is c + s * Bernoulli((B - c) / s), whose
+    mean is B; when no phrase overshoots it is P + (B - P) on average. So
+    every caption gets B masked tokens in expectation, as under random
+    masking, and ablations compare like with like. (N - P >= B - P, so the
+    top-up always finds enough tokens.) Unlike random masking, a caption may
+    get no masked token, when the first phrase drawn is larger than B and
+    loses its draw. Taught in ``03_kpdm_key_phrase_masking``.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, phrases_for: PhraseSource, prob: float = 0.15) -> None:
+        if not (isinstance(phrases_for, Mapping) or callable(phrases_for)):
+            raise ConfigError(
+                f"phrases_for is a {type(phrases_for).__name__}; pass a dict caption -> key phrases "
+                "or a function such as extract_key_phrases"
+            )
+        self.tokenizer = tokenizer
+        self.phrases_for = phrases_for
+        self.fallback = RandomTokenMasking(tokenizer.mask_token_id, tokenizer.vocab_size, tokenizer.special_ids, prob)
+        self.prob = float(prob)
+        self._is_special_id = np.zeros(tokenizer.vocab_size, dtype=bool)  # (V,)
+        self._is_special_id[self.fallback.special_ids] = True
+
+    def __repr__(self) -> str:
+        return f"KeyPhraseMasking(tokenizer={self.tokenizer!r}, prob={self.prob})"
+
+    def _phrases(self, caption: str) -> Sequence[Any]:
+        if isinstance(self.phrases_for, Mapping):
+            try:
+                return self.phrases_for[caption]
+            except KeyError:
+                raise ConfigError(
+                    f"no key phrases for the caption {caption!r}; build the mapping from every caption the "
+                    "dataset yields (mirrored ones included when images are flipped)"
+                ) from None
+        return self.phrases_for(caption)
+
+    def phrase_positions(self, caption: str, original: np.ndarray) -> list[np.ndarray]:
+        """Token positions of each key phrase of ``caption`` in its ids ``original`` (L,), as maskable units.
+
+        Special tokens are left out, phrases cut by truncation or made of
+        special tokens only are dropped, and phrases that share a token are merged.
+        """
+        phrases = self._phrases(caption)
+        if not phrases:
+            return []
+        body, offsets = token_offsets(self.tokenizer, caption)
+        kept = min(len(body), original.size - 2)  # body tokens left after truncation (the end token stays)
+        starts_right = kept >= 0 and original[0] == self.tokenizer.sot_id
+        if not (starts_right and np.array_equal(original[1 : 1 + kept], body[:kept])):
+            raise ValueError(
+                f"ids do not start with the tokenisation of the caption {caption!r}; pass the ids the "
+                "masking's tokenizer made from this very caption"
+            )
+        spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # (T, 2)
+        is_special = self._is_special_id[original]  # (L,)
+        owner = np.full(original.size, -1)  # (L,) which group holds each position
+        groups: list[np.ndarray] = []
+        for phrase in phrases:
+            tokens = np.flatnonzero((spans[:, 0] < phrase.end) & (spans[:, 1] > phrase.start))  # (S,) body indices
+            if tokens.size == 0 or tokens[-1] >= kept:
+                continue  # no token, or cut by truncation
+            positions = tokens + 1  # (S,) the start token is at 0
+            positions = positions[~is_special[positions]]
+            if positions.size == 0:
+                continue
+            shared = owner[positions]
+            shared = shared[shared >= 0]
+            if shared.size:
+                merged = int(shared[0])
+                groups[merged] = np.union1d(groups[merged], positions)
+                owner[positions] = merged
+            else:
+                owner[positions] = len(groups)
+                groups.append(positions)
+        return groups
+
+    def __call__(self, caption: str, ids: Tensor, rng: np.random.Generator) -> dict[str, Tensor]:
+        """Mask one tokenised caption ``ids`` (L,) made from ``caption`` by the masking's tokenizer."""
+        original = _checked_ids(ids, self.fallback.vocab_size)  # (L,)
+        groups = self.phrase_positions(caption, original)
+        if not groups:
+            return self.fallback(caption, ids, rng)
+        ordinary_pos = np.flatnonzero(~self._is_special_id[original])  # (N,)
+        budget = expected_masked_tokens(ordinary_pos.size, self.prob)
+        taken: list[np.ndarray] = []
+        count = 0
+        overshot = False
+        for g in rng.permutation(len(groups)):
+            size = groups[g].size
+            if count + size <= budget:
+                taken.append(groups[g])
+                count += size
+                continue
+            if rng.random() < (budget - count) / size:
+                taken.append(groups[g])
+            overshot = True
+            break
+        if not overshot and count < budget:
+            rest = np.setdiff1d(ordinary_pos, np.concatenate(groups))  # (N - P,)
+            extra = budget - count
+            num_extra = min(int(np.floor(extra)) + int(rng.random() < extra - np.floor(extra)), rest.size)
+            taken.append(rng.choice(rest, size=num_extra, replace=False))
+        chosen = np.sort(np.concatenate(taken)) if taken else np.empty(0, dtype=np.int64)  # (K,)
+        masked_ids, labels = self.fallback._replace(original, chosen.astype(np.int64), rng)
+        return _as_tensors(masked_ids, labels, ids)
