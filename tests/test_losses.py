@@ -346,3 +346,113 @@ def test_masked_accuracy_by_hand():
     labels = torch.tensor([[2, 1, 1, -100]])
     assert abs(masked_accuracy(logits, labels).item() - 2 / 3) < 1e-7
     assert masked_accuracy(logits, torch.full((1, 4), -100)).item() == 0.0
+
+
+# --------------------------------------------------------------------------- FMLM (frequency-weighted MLM)
+
+from tireid_lite.errors import ConfigError  # noqa: E402
+from tireid_lite.losses.mlm import corpus_token_counts, fmlm_loss, frequency_weights  # noqa: E402
+from tireid_lite.text.tokenizers import WordTokenizer  # noqa: E402
+
+
+def test_frequency_weights_by_hand():
+    # Counts of ids 0..3: id 0 never seen, so the median is over {4, 1, 16}: 4.
+    # u = (f / 4) ** -0.5: id 1 -> 1, id 2 -> (1/4) ** -0.5 = 2, id 3 -> (16/4) ** -0.5 = 0.5.
+    # Masked ids 1, 2, 3, 3: u = 1, 2, 0.5, 0.5, whose mean is already 1.
+    counts = np.array([0, 4, 1, 16])
+    labels = torch.tensor([[-100, 1, 2], [3, 3, -100]])
+    weights = frequency_weights(labels, counts, alpha=0.5)
+    assert torch.allclose(weights, torch.tensor([[0.0, 1.0, 2.0], [0.5, 0.5, 0.0]]))
+    # Masked ids 1, 2 only: u = 1, 2 -> normalised to mean 1: 2/3, 4/3.
+    weights = frequency_weights(torch.tensor([[1, 2, -100]]), counts, alpha=0.5)
+    assert torch.allclose(weights, torch.tensor([[2 / 3, 4 / 3, 0.0]]))
+
+
+def test_frequency_weights_clip_before_normalising():
+    # Median of {1, 100, 10000} is 100. id 1: (1/100) ** -0.5 = 10 -> clipped to 5; id 2: 1;
+    # id 3: (10000/100) ** -0.5 = 0.1 -> clipped to 0.2; id 0 (count 0): infinite -> 5.
+    # u = 5, 1, 0.2, 5 (sum 11.2), times 4 / 11.2.
+    counts = torch.tensor([0, 1, 100, 10_000])
+    weights = frequency_weights(torch.tensor([[1, 2, 3, 0]]), counts, alpha=0.5, w_min=0.2, w_max=5.0)
+    expected = torch.tensor([[5.0, 1.0, 0.2, 5.0]]) * 4 / 11.2
+    assert torch.allclose(weights, expected)
+    assert abs(weights.mean().item() - 1.0) < 1e-6
+
+
+def test_frequency_weights_median_of_an_even_number_of_counts():
+    # Seen counts {1, 3, 5, 100}: median (3 + 5) / 2 = 4. alpha = 1: id 2 -> 4/3, id 4 -> 4/100 = 0.04.
+    counts = np.array([0, 1, 3, 5, 100])
+    weights = frequency_weights(torch.tensor([[2, 4]]), counts, alpha=1.0, w_min=0.01)
+    u = np.array([4 / 3, 0.04])
+    assert np.allclose(weights.numpy(), [u * 2 / u.sum()], atol=1e-6)
+
+
+def test_alpha_zero_gives_plain_mlm(mlm_batch):
+    logits, labels = mlm_batch
+    counts = torch.tensor([0, 3, 50, 7, 1, 1, 900, 2, 0, 12, 4])
+    weights = frequency_weights(labels, counts, alpha=0.0)
+    assert torch.equal(weights, (labels != -100).float())
+    plain = mlm_loss(logits, labels)
+    assert abs(mlm_loss(logits, labels, weights=weights).item() - plain.item()) < 1e-7
+    assert abs(fmlm_loss(logits, labels, counts, alpha=0.0).item() - plain.item()) < 1e-7
+
+
+def test_fmlm_loss_matches_numpy(mlm_batch):
+    logits, labels = mlm_batch  # masked ids 7, 0, 10, 3, 3
+    counts = np.array([2, 5, 5, 8, 5, 5, 5, 32, 5, 5, 0])
+    # Seen counts: 2, 8, 32 and seven 5s -> median 5. alpha 0.5, clip [0.1, 10]:
+    # id 7 -> (32/5) ** -0.5, id 0 -> (2/5) ** -0.5, id 10 (unseen) -> 10, id 3 -> (8/5) ** -0.5.
+    u = {7: (32 / 5) ** -0.5, 0: (2 / 5) ** -0.5, 10: 10.0, 3: (8 / 5) ** -0.5}
+    ce = _masked_ce_numpy(logits, labels)
+    w = {pos: u[int(labels[pos])] for pos in ce}
+    expected = sum(w[pos] * ce[pos] for pos in ce) / sum(w.values())
+    assert abs(fmlm_loss(logits, labels, counts, alpha=0.5).item() - expected) < 1e-6
+    logits.requires_grad_(True)
+    fmlm_loss(logits, labels, counts).backward()
+    assert (logits.grad.abs().sum(dim=-1)[labels == -100] == 0).all()
+
+
+def test_frequency_weights_without_masked_positions_are_zero():
+    weights = frequency_weights(torch.full((2, 3), -100), np.array([1, 2, 3]))
+    assert weights.shape == (2, 3) and (weights == 0).all()
+
+
+def test_frequency_weights_reject_bad_input():
+    labels = torch.tensor([[1, -100]])
+    counts = np.array([1, 2, 3])
+    with pytest.raises(ConfigError, match="alpha=-0.5"):
+        frequency_weights(labels, counts, alpha=-0.5)
+    with pytest.raises(ConfigError, match=r"clip range \[2.0, 10.0\]"):
+        frequency_weights(labels, counts, w_min=2.0)
+    with pytest.raises(ValueError, match="covers 3 ids"):
+        frequency_weights(torch.tensor([[5]]), counts)
+    with pytest.raises(ValueError, match="all zero"):
+        frequency_weights(labels, np.zeros(3))
+    with pytest.raises(ValueError, match="non-negative counts"):
+        frequency_weights(labels, np.array([1, -2, 3]))
+    with pytest.raises(ValueError, match=r"\(B, L\)"):
+        frequency_weights(torch.tensor([1, 2]), counts)
+
+
+class _ListTokenizer:
+    """Encodes a caption as the ids written in it: "3 3 5" -> [SOT=0, 3, 3, 5, EOT=1]."""
+
+    vocab_size = 7
+
+    def encode_batch(self, texts):
+        return [[0, *map(int, text.split()), 1] for text in texts]
+
+
+def test_corpus_token_counts_by_hand():
+    counts = corpus_token_counts(_ListTokenizer(), ["3 3 5", "2 3", "6"], chunk=2)
+    assert counts.tolist() == [0, 0, 1, 3, 0, 1, 1]  # start/end tokens not counted
+    with pytest.raises(ConfigError, match="keeps no word counts"):
+        corpus_token_counts(_ListTokenizer())
+
+
+def test_corpus_token_counts_equal_the_word_tokenizers_own():
+    captions = ["A man in a red coat.", "a woman in a red dress", "The man carries a bag.", "A red bag"]
+    tok = WordTokenizer.train(captions, min_freq=2)  # rare words go to [UNK], counted there
+    assert np.array_equal(corpus_token_counts(tok, captions), tok.word_counts)
+    own = corpus_token_counts(tok)
+    assert np.array_equal(own, tok.word_counts) and own is not tok.word_counts
