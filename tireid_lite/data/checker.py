@@ -4,7 +4,8 @@ Taught in ``01_data``. :func:`check_dataset` looks at a dataset root the way the
 readers (:mod:`tireid_lite.data.readers`) do, but collects every problem instead
 of stopping at the first: layout mix-ups, malformed JSON, missing or mistyped
 fields, missing images (and, with ``full=True``, images that do not decode),
-duplicate paths, empty captions, non-ASCII characters, SynthPEDES part maps, and
+duplicate paths, empty captions, non-ASCII characters, SynthPEDES part maps,
+human-parsing maps (``<root>/parsing/`` when present, or ``parsing_root``), and
 the per-split counts beside the published ones. ``error`` problems make a root
 unusable; ``warning`` and ``note`` problems do not. A count that differs from
 the published one is a note (a subset may be intended).
@@ -29,6 +30,7 @@ from tireid_lite.data.readers import (
     DATASETS,
     IMAGE_DIR,
     PARTS_DIR,
+    SETUP_GUIDE,
     SEVERITIES,
     DatasetFormat,
     Problem,
@@ -41,6 +43,7 @@ from tireid_lite.data.readers import (
     part_map_relpath,
     synth_extras_problems,
 )
+from tireid_lite.data.patch_labels import PARSING_DIR, label_map_error
 from tireid_lite.data.records import SPLITS, ImageRecord
 from tireid_lite.errors import DatasetError
 from tireid_lite.progress import progress
@@ -128,12 +131,20 @@ class CheckReport:
         return self.format()
 
 
-def check_dataset(name: str, root: str | os.PathLike[str], full: bool = False) -> CheckReport:
+def check_dataset(
+    name: str,
+    root: str | os.PathLike[str],
+    full: bool = False,
+    parsing_root: str | os.PathLike[str] | None = None,
+) -> CheckReport:
     """Check the ``name`` dataset at ``root``; ``full`` also decodes every image. Taught in ``01_data``.
 
-    Raises :class:`DatasetError` only when there is nothing to check (an unknown
-    dataset name, a root that is missing or not a folder); everything else is
-    reported as a :class:`Problem`. Nothing under ``root`` is modified.
+    Human-parsing maps (for BiLMa's semantic MIM) are checked in ``parsing_root``,
+    by default ``<root>/parsing/`` when that folder exists (see
+    :func:`parsing_problems`). Raises :class:`DatasetError` only when there is
+    nothing to check (an unknown dataset name, a root that is missing or not a
+    folder); everything else is reported as a :class:`Problem`. Nothing under
+    ``root`` is modified.
     """
     fmt = dataset_format(name)
     root = Path(root)
@@ -158,6 +169,9 @@ def check_dataset(name: str, root: str | os.PathLike[str], full: bool = False) -
         problems += image_problems(fmt, root, records, full)
     if fmt.name == "synth":
         problems += synth_problems(root, records, full)
+    if parsing_root is not None or (root / PARSING_DIR).is_dir():
+        parsing_dir = root / PARSING_DIR if parsing_root is None else Path(parsing_root)
+        problems += parsing_problems(root, records, parsing_dir, full)
     problems += convention_problems(fmt, root, records)
     splits = split_counts(fmt, records) if records else {}
     problems += published_notes(fmt, splits) if records else []
@@ -229,6 +243,45 @@ def synth_problems(root: Path, records: list[ImageRecord], full: bool) -> list[P
         problems.append(Problem("warning", f"{len(misfit)} part maps in {parts_dir}/ differ in size from "
                                 f"their image: {_first(misfit)}; {fix}", "part map size"))
     return problems
+
+
+def parsing_problems(root: Path, records: list[ImageRecord], parsing_root: Path, full: bool) -> list[Problem]:
+    """Human-parsing maps in ``parsing_root``: how many images have one, and each unusable map.
+
+    A map is ``<parsing_root>/<image path with extension .png>``, a mode ``L``
+    or ``P`` PNG at its image's size (mode and size are read from the headers);
+    with ``full`` its pixels are decoded and every value must index
+    ``PART_CLASSES``. An image without a map is fine (training uses the
+    body-layout prior for it): the count is a note, or a warning when no image
+    has one. A map that cannot be used is an error.
+    """
+    kind = "parsing maps"
+    if not parsing_root.is_dir():
+        return [Problem("error", f"parsing folder {parsing_root}/ not found; give the folder that mirrors "
+                        f"{root / IMAGE_DIR}/ with one label PNG per image (see {SETUP_GUIDE})", kind)]
+    missing: list[str] = []
+    unusable: list[Problem] = []
+    for record in progress(records, desc="checking parsing maps", unit="map"):
+        rel = part_map_relpath(record.path)
+        path = parsing_root / rel
+        if not path.is_file():
+            missing.append(rel)
+            continue
+        reason = label_map_error(path, _image_size_or_none(root / IMAGE_DIR / record.path), decode=full)
+        if reason is not None:
+            unusable.append(Problem("error", f"parsing map {reason}", "unusable parsing map"))
+    problems: list[Problem] = []
+    total = len(records)
+    if records and len(missing) == total:
+        problems.append(Problem("warning", f"none of the {total} images has a parsing map in {parsing_root}/ "
+                                f"(the first would be {parsing_root / part_map_relpath(records[0].path)}); every "
+                                "image falls back to the body-layout prior; put the maps under the images' "
+                                "relative paths", kind))
+    elif records:
+        without = (f"; {len(missing)} without one use the body-layout prior: {_first(missing)}" if missing else "")
+        problems.append(Problem("note", f"{total - len(missing)} of {total} images have a parsing map in "
+                                f"{parsing_root}/{without}", kind))
+    return unusable + problems
 
 
 def convention_problems(fmt: DatasetFormat, root: Path, records: list[ImageRecord]) -> list[Problem]:
@@ -318,13 +371,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True,
                         help="the dataset folder (holds the annotation file and imgs/)")
     parser.add_argument("--full", action="store_true", help="also decode every image (slower)")
+    parser.add_argument("--parsing-root", metavar="DIR", default=None,
+                        help="human-parsing maps mirroring imgs/ to check (default: ROOT/parsing when present)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.epilog = "Exit status: 0 when the root is usable, 1 when it is not."
 
 
 def run(args: argparse.Namespace) -> int:
     """Check the root, print the table (or JSON), return 0 when usable and 1 when not."""
-    report = check_dataset(args.dataset, args.root, full=args.full)
+    report = check_dataset(args.dataset, args.root, full=args.full, parsing_root=args.parsing_root)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.format())
     return 0 if report.usable else 1
 
@@ -340,6 +395,15 @@ def _misplaced_hint(root: Path, missing: list[str]) -> str:
         if (folder / missing[0]).is_file():
             return f" ({missing[0]} is under {folder}/: move the images to {root / IMAGE_DIR}/)"
     return ""
+
+
+def _image_size_or_none(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the image header, or None for a missing or unreadable image (reported elsewhere)."""
+    try:
+        with Image.open(path) as image:
+            return image.size[1], image.size[0]
+    except Exception:  # PIL signals bad data with many exception types
+        return None
 
 
 def _size(path: Path) -> tuple[int, int]:
