@@ -207,6 +207,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
         "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
         "train.batch_size=8", "train.num_epochs=2", "train.warmup_epochs=1", "train.log_every=1",
         "train.lr=0.001", "train.threads=1",
+        "model.warm_start_steps=4",  # rank 0 pretrains the towers while rank 1 waits, then both load them
     ])
     ensure_synth(ids_train=8, ids_val=5, ids_test=5, images_per_id=3, size=(48, 16), seed=cfg.data.synth_seed)
     config_file = save_config(cfg, tmp_path / "cfg.yaml")
@@ -233,6 +234,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
     for ddp_epoch, single_epoch in zip(ddp_epochs, single_epochs):
         for name in METRICS:
             assert ddp_epoch[name] == pytest.approx(single_epoch[name], abs=METRIC_ATOL), name
+    assert len(list((tmp_path / "cache" / "towers").glob("*.pt"))) == 1  # both runs started from one pretraining
     # rank 0 alone wrote the run's files
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
         "best.pt", "config.yaml", "last.pt", "log.csv", "metrics.json", "test_metrics.json",

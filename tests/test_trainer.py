@@ -48,7 +48,7 @@ TINY = [
     "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
     "model.cross_depth=1", "model.cross_heads=2",
     "train.batch_size=8", "train.num_epochs=3", "train.warmup_epochs=1", "train.log_every=4",
-    "train.lr=0.001", "train.threads=1",
+    "train.lr=0.001", "train.threads=1", "model.warm_start=none",
 ]
 
 
@@ -442,7 +442,7 @@ def test_build_data_injects_noise_when_asked(cuhk_root):
 
 
 def test_build_data_needs_a_root_for_real_datasets():
-    cfg = apply_overrides(get_profile("cpu"), ["data.dataset=rstpreid"])
+    cfg = apply_overrides(get_profile("cpu"), ["data.dataset=rstpreid", "model.warm_start=none"])
     with pytest.raises(ConfigError, match="'data.root' is empty.*--data-root"):
         build_data(cfg)
 

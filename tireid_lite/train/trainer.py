@@ -65,6 +65,7 @@ from tireid_lite.train.checkpoint import (
     write_folder,
 )
 from tireid_lite.train.schedule import WarmupCosine
+from tireid_lite.train.warm_start import WarmStart, apply_warm_start, ensure_warm_start
 
 CRASH_ENV = "TIREID_CRASH_AT_STEP"  # test hook: hard exit right after this global step
 CRASH_EXIT_CODE = 17
@@ -141,6 +142,17 @@ def _check_train_keys(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} is {value!r}; it must be {expected}")
 
 
+def _warm_start(cfg: Config, data: Data) -> WarmStart:
+    """The cached pretrained towers (see :mod:`tireid_lite.train.warm_start`); under DDP rank 0 makes
+    them while the other ranks wait, then they read the same file."""
+    if distributed.is_main():
+        ws = ensure_warm_start(cfg, data.tokenizer)
+        distributed.barrier()
+        return ws
+    distributed.barrier()
+    return ensure_warm_start(cfg, data.tokenizer)
+
+
 def _crash_step() -> int | None:
     raw = os.environ.get(CRASH_ENV, "").strip()
     if not raw:
@@ -189,10 +201,14 @@ class Trainer:
         if data.train_set is None:
             raise ConfigError("the Trainer needs training data; build it with build_data(cfg, train=True)")
         self.data = data
+        self.warm_start: WarmStart | None = None  # the pretrained towers this run started from, if any
         if model is None:
             from tireid_lite.models import build_model
 
             model = build_model(cfg, data.tokenizer, data.num_classes)
+            if cfg.model.warm_start == "attributes" and not resume_state:
+                self.warm_start = _warm_start(cfg, data)
+                apply_warm_start(model, self.warm_start)
         self.raw_model = model.to(self.device)
         data.train_set.caption_hook = getattr(model, "caption_hook", None)
         self.model: nn.Module = self.raw_model
