@@ -11,7 +11,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from tireid_lite.viz.training import plot_similarity_blocks, plot_target_distributions, plot_training_log  # noqa: E402
+from tireid_lite.viz.training import (  # noqa: E402
+    plot_similarity_blocks,
+    plot_target_distributions,
+    plot_training_log,
+    plot_warm_start,
+)
 
 
 def test_targets_spread_over_same_identity():
@@ -41,3 +46,21 @@ def test_similarity_blocks_outline_matches_and_check_shape():
     plt.close(fig)
     with pytest.raises(ValueError, match="2 queries and 2 images"):
         plot_similarity_blocks(np.zeros((2, 3)), q, [0, 1])
+
+
+def test_warm_start_figure_shows_curves_and_one_bar_per_attribute_and_modality():
+    log = [{"step": 50, "loss": 3.0, "image_acc": 0.4, "text_acc": 0.5},
+           {"step": 100, "loss": 2.0, "image_acc": 0.6, "text_acc": 0.7}]
+    val = {"image": {"gender": 0.9, "top_colour": 0.5}, "text": {"gender": 0.8, "top_colour": 0.75}}
+    fig = plot_warm_start(log, val)
+    left, middle, right = fig.axes
+    assert list(left.lines[0].get_ydata()) == [3.0, 2.0]
+    assert [list(line.get_ydata()) for line in middle.lines] == [[40.0, 60.0], [50.0, 70.0]]
+    heights = sorted(round(p.get_height(), 6) for p in right.patches if p.get_height() > 0)
+    assert heights == [50.0, 75.0, 80.0, 90.0]
+    plt.close(fig)
+
+
+def test_warm_start_figure_refuses_a_log_without_accuracies():
+    with pytest.raises(ValueError, match="step, loss, image_acc and text_acc"):
+        plot_warm_start([{"step": 1, "loss": 2.0}], {"image": {}, "text": {}})

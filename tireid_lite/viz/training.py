@@ -87,3 +87,40 @@ def plot_similarity_blocks(sim: np.ndarray, q_pids: Sequence[int], g_pids: Seque
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_warm_start(log: Sequence[dict], val_accuracy: dict[str, dict[str, float]], *, title: str = ""):
+    """The attribute pretraining of the towers: loss (left) and mean accuracy (middle) per logged step,
+    and the accuracy on the pretraining draw's val split per attribute, images beside captions (right)."""
+    frame = pd.DataFrame(list(log))
+    if frame.empty or not {"step", "loss", "image_acc", "text_acc"} <= set(frame):
+        raise ValueError("log must hold records with step, loss, image_acc and text_acc (a WarmStart's log)")
+    if set(val_accuracy) != {"image", "text"}:
+        raise ValueError(f"val_accuracy must have 'image' and 'text' entries, got {sorted(val_accuracy)}")
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(13, 3.8), gridspec_kw={"width_ratios": [1, 1, 2]})
+    left.plot(frame["step"], frame["loss"], color="black", lw=1.5)
+    left.set_xlabel("step")
+    left.set_ylabel("loss")
+    left.set_title("attribute pretraining: loss")
+    middle.plot(frame["step"], 100 * frame["image_acc"], color="tab:blue", label="from images")
+    middle.plot(frame["step"], 100 * frame["text_acc"], color="tab:orange", label="from captions")
+    middle.set_xlabel("step")
+    middle.set_ylabel("mean accuracy over attributes (%)")
+    middle.legend(frameon=False)
+    middle.set_title("training batches")
+    fields = list(val_accuracy["image"])
+    bars = pd.DataFrame({
+        "attribute": fields * 2,
+        "accuracy (%)": [100 * val_accuracy[m][f] for m in ("image", "text") for f in fields],
+        "from": ["image"] * len(fields) + ["caption"] * len(fields),
+    })
+    sns.barplot(bars, x="attribute", y="accuracy (%)", hue="from", ax=right, palette=["tab:blue", "tab:orange"])
+    right.tick_params(axis="x", rotation=60)
+    right.set_ylim(0, 118)  # room above the bars for the legend
+    right.set_yticks(range(0, 101, 20))
+    right.legend(frameon=False, ncols=2, loc="upper center")
+    right.set_title("held-out accuracy per attribute")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
