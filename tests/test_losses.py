@@ -63,16 +63,6 @@ def _ce_numpy(logits_row: np.ndarray, target: int) -> float:
     return float(-(logits_row[target] - top - math.log(np.exp(logits_row - top).sum())))
 
 
-@pytest.fixture
-def batch64():
-    """Random float64 features for 8 pairs with repeated identities."""
-    gen = torch.Generator().manual_seed(0)
-    image = torch.randn(8, 5, generator=gen, dtype=torch.float64)
-    text = torch.randn(8, 5, generator=gen, dtype=torch.float64)
-    pids = torch.tensor([3, 1, 3, 7, 1, 3, 9, 7])
-    return image, text, pids
-
-
 # --------------------------------------------------------------------------- matching_distribution
 
 
