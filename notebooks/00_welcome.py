@@ -210,8 +210,9 @@ print(table.round(2).to_string(na_rep="-"))
 # ## 5. Two profiles
 #
 # Every notebook and `tireid train` run from one configuration with a named **profile**. `cpu`
-# (the default; CI runs it) uses SynthPEDES and tiny towers trained from scratch, so each notebook
-# runs in minutes on two cores. `gpu` uses a real dataset and pretrained CLIP ViT-B/16 from a
+# (the default; CI runs it) uses SynthPEDES and tiny towers that start from a small stand-in for CLIP
+# (pretrained once to name SynthPEDES attributes, `model.warm_start`), so each notebook runs in
+# minutes on two cores. `gpu` uses a real dataset and pretrained CLIP ViT-B/16 from a
 # local folder with the papers' settings. The keys where they differ:
 
 # %%
