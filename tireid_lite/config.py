@@ -75,6 +75,19 @@ class ModelConfig:
     mlm_prob: float = 0.15
     cross_depth: int = 2  # transformer layers after the cross-attention (IRRA: 4)
     cross_heads: int = 4
+    # KPDM (notebooks 03-05; the kit's reading, see PAPERS.md). Used by method=kpdm, each part switchable.
+    mask_strategy: str = "random"  # masked words: random (IRRA) | phrase (key-phrase dynamic masking)
+    fmlm_alpha: float = 0.0  # FMLM: weight of a masked word = (f / f_median) ** -alpha; 0 = plain MLM
+    select_ratio: float = 0.5  # share of image patches (and caption tokens) kept by importance (KPDM: 0.5)
+    importance_layers: int = 2  # last L ViT layers whose CLS->patch attention scores the patches
+    importance_method: str = "mean"  # mean (over the L layers) | rollout
+    tse: bool = True  # RDE's token-selection embedding beside the global one (kpdm)
+    tal_margin: float = 0.1  # RDE's TAL margin
+    tal_tau: float = 0.015  # RDE's TAL temperature
+    # BiLMa (notebook 06): masked image modelling through the cross-modal module, caption visible.
+    mim_ratio: float = 0.15  # share of image patches masked for MIM
+    mim_loss_weight: float = 1.0  # beta in L = L_sdm + L_id + alpha L_mlm + beta L_mim
+    mim_target: str = "semantic"  # semantic (part class, SemMIM) | rgb (patch-mean colour) | pixels
 
 
 @dataclass
@@ -92,6 +105,8 @@ class TrainConfig:
     log_every: int = 20  # steps
     seed: int = 0
     threads: int = 0  # torch threads on CPU; 0 = leave torch's default
+    partitioner: str = "none"  # noisy pairs: none | ccd (RDE) | tcp (KPDM, the kit's reading)
+    partition_warmup_epochs: int = 1  # epochs trained on every pair before the first partition
 
 
 @dataclass
@@ -205,6 +220,18 @@ def validate(cfg: Config) -> Config:
         ("model.warm_start", cfg.model.warm_start == "none" or cfg.data.dataset == "synth",
          "none unless data.dataset is synth (the attribute pretraining reads SynthPEDES's attributes.json)"),
         ("model.warm_start_steps", cfg.model.warm_start_steps >= 1, "at least 1"),
+        ("model.mask_strategy", cfg.model.mask_strategy in ("random", "phrase"), "random or phrase"),
+        ("model.fmlm_alpha", cfg.model.fmlm_alpha >= 0, "0 (plain MLM) or more"),
+        ("model.select_ratio", 0.0 < cfg.model.select_ratio <= 1.0, "a number in (0, 1]"),
+        ("model.importance_layers", 1 <= cfg.model.importance_layers <= max(cfg.model.image_depth, 1),
+         f"between 1 and model.image_depth ({cfg.model.image_depth})"),
+        ("model.importance_method", cfg.model.importance_method in ("mean", "rollout"), "mean or rollout"),
+        ("model.tal_tau", cfg.model.tal_tau > 0, "a positive number"),
+        ("model.mim_ratio", 0.0 < cfg.model.mim_ratio <= 1.0, "a number in (0, 1]"),
+        ("model.mim_loss_weight", cfg.model.mim_loss_weight >= 0, "0 or more"),
+        ("model.mim_target", cfg.model.mim_target in ("semantic", "rgb", "pixels"), "semantic, rgb or pixels"),
+        ("train.partitioner", cfg.train.partitioner in ("none", "ccd", "tcp"), "none, ccd or tcp"),
+        ("train.partition_warmup_epochs", cfg.train.partition_warmup_epochs >= 0, "0 or more"),
         ("train.amp", cfg.train.amp in ("auto", "bf16", "off"), "auto, bf16 or off"),
         ("data.noise_rate", 0.0 <= cfg.data.noise_rate < 1.0, "a number in [0, 1)"),
         ("data.pad", cfg.data.pad >= 0, "0 (no pad-and-crop) or more"),
