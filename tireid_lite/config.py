@@ -223,8 +223,9 @@ def validate(cfg: Config) -> Config:
         ("model.mask_strategy", cfg.model.mask_strategy in ("random", "phrase"), "random or phrase"),
         ("model.fmlm_alpha", cfg.model.fmlm_alpha >= 0, "0 (plain MLM) or more"),
         ("model.select_ratio", 0.0 < cfg.model.select_ratio <= 1.0, "a number in (0, 1]"),
-        ("model.importance_layers", 1 <= cfg.model.importance_layers <= max(cfg.model.image_depth, 1),
-         f"between 1 and model.image_depth ({cfg.model.image_depth})"),
+        ("model.importance_layers", cfg.model.method != "kpdm" or cfg.model.pretrained_dir
+         or 1 <= cfg.model.importance_layers <= cfg.model.image_depth,
+         f"between 1 and model.image_depth ({cfg.model.image_depth}) for method kpdm"),
         ("model.importance_method", cfg.model.importance_method in ("mean", "rollout"), "mean or rollout"),
         ("model.tal_tau", cfg.model.tal_tau > 0, "a positive number"),
         ("model.mim_ratio", 0.0 < cfg.model.mim_ratio <= 1.0, "a number in (0, 1]"),

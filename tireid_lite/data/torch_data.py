@@ -20,19 +20,24 @@ flipped image needs its caption mirrored (see :mod:`tireid_lite.data.transforms`
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 from tireid_lite.data.noise import NoiseInjection
 from tireid_lite.data.records import SPLITS, PedesDataset
 from tireid_lite.data.transforms import has_horizontal_flip, mirror_caption
 from tireid_lite.errors import ConfigError, DatasetError
 from tireid_lite.text.tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from tireid_lite.data.patch_labels import ParsingMaps
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
 CaptionHook = Callable[[str, torch.Tensor, np.random.Generator], Mapping[str, torch.Tensor]]
@@ -64,6 +69,10 @@ class TrainPairsDataset(Dataset):
     ``cache_images=True`` keeps every decoded image in memory after its first use:
     worth it for SynthPEDES (2,000 images of 96x32 are 18 MB), not for the real
     datasets at 384x128.
+
+    With ``part_maps`` (BiLMa's masked image modelling) each item also holds
+    ``part_map`` (H, W) int64: the image's part map taken through the same flip,
+    resize, pad and crop as the image (random erasing changes the image only).
     """
 
     def __init__(
@@ -76,6 +85,7 @@ class TrainPairsDataset(Dataset):
         noise: NoiseInjection | None = None,
         caption_hook: CaptionHook | None = None,
         cache_images: bool = False,
+        part_maps: "ParsingMaps | None" = None,
     ) -> None:
         if not 0.0 <= flip_p <= 1.0:
             raise ConfigError(f"flip_p={flip_p!r} is not a probability in [0, 1]")
@@ -100,6 +110,8 @@ class TrainPairsDataset(Dataset):
         self.num_classes = int(self.pids.max()) + 1
         # Decoded images by path, kept when cache_images (each DataLoader worker fills its own copy).
         self._image_cache: dict[str, Image.Image] | None = {} if cache_images else None
+        self.part_maps = part_maps
+        self._part_cache: dict[str, np.ndarray] | None = {} if cache_images else None
 
     def _image(self, path: str) -> Image.Image:
         if self._image_cache is None:
@@ -108,6 +120,15 @@ class TrainPairsDataset(Dataset):
             self._image_cache[path] = read_image(self.dataset.image_path(path))
         return self._image_cache[path]
 
+    def _part_map(self, path: str, image: Image.Image) -> np.ndarray:
+        cache = self._part_cache
+        if cache is not None and path in cache:
+            return cache[path]
+        part_map = self.part_maps.load(path, size=(image.height, image.width))  # (H, W) at the image's size
+        if cache is not None:
+            cache[path] = part_map
+        return part_map
+
     def __len__(self) -> int:
         return len(self.pairs)
 
@@ -115,18 +136,29 @@ class TrainPairsDataset(Dataset):
         pair = self.pairs[index]
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         image = self._image(pair.path)
+        part_map = self._part_map(pair.path, image) if self.part_maps is not None else None
         caption = pair.caption
         if rng.random() < self.flip_p:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             caption = mirror_caption(caption)
+            part_map = part_map[:, ::-1] if part_map is not None else None
         caption_ids = self.tokenizer([caption])[0]  # (L,)
+        extra: dict[str, torch.Tensor] = {}
+        if part_map is None:
+            pixels = self.transform(image)  # (3, H, W)
+        else:
+            with warnings.catch_warnings():  # erasing leaves masks alone, as wanted; torchvision says so
+                warnings.filterwarnings("ignore", message="RandomErasing.*Mask", category=UserWarning)
+                pixels, mask = self.transform(image, tv_tensors.Mask(torch.from_numpy(part_map.astype(np.int64))))
+            extra["part_map"] = torch.as_tensor(mask, dtype=torch.long)  # (H, W)
         item = {
-            "images": self.transform(image),  # (3, H, W)
+            "images": pixels,  # (3, H, W)
             "caption_ids": caption_ids,
             "pids": torch.tensor(pair.pid, dtype=torch.long),
             "image_ids": torch.tensor(pair.image_id, dtype=torch.long),
             "index": torch.tensor(pair.index, dtype=torch.long),
             "noisy": torch.tensor(bool(self.noisy[index])),
+            **extra,
         }
         if self.caption_hook is not None:
             extra = self.caption_hook(caption, caption_ids, rng)

@@ -4,7 +4,9 @@ Every method of the course is this one model with different heads:
 
 * ``baseline``: global matching (SDM) + identity classification (ID);
 * ``irra``: baseline + implicit relation reasoning (masked language
-  modelling through the cross-modal module, :class:`MaskedLanguageHead`).
+  modelling through the cross-modal module, :class:`MaskedLanguageHead`);
+* ``bilma``: irra + masked image modelling through the same module, the
+  caption visible (:class:`~tireid_lite.models.bilma.MaskedImageHead`).
 
 A head is a small module with ``forward(model, enc, batch) -> dict`` returning
 its losses (names listed in ``head.losses``) and extra logged values; the model
@@ -34,6 +36,7 @@ from tireid_lite.text.tokenizers import Tokenizer
 METHOD_HEADS: dict[str, tuple[str, ...]] = {
     "baseline": ("id",),
     "irra": ("id", "mlm"),
+    "bilma": ("id", "mlm", "mim"),
 }
 
 
@@ -116,8 +119,10 @@ class TIReIDModel(nn.Module):
         self.tokenizer = tokenizer
         self.image_pool, self.text_pool = m.image_pool, m.text_pool
         pretrained = m.pretrained_dir or None
+        wanted = METHOD_HEADS[m.method]
         self.image_tower = build_image_tower(
             img_size=tuple(cfg.data.image_size),
+            mask_token="mim" in wanted and m.mim_loss_weight > 0,
             **({} if pretrained else dict(patch_size=m.patch_size, width=m.image_width, depth=m.image_depth,
                                           heads=m.image_heads, out_dim=m.embed_dim)),
             pretrained_dir=pretrained,
@@ -132,13 +137,20 @@ class TIReIDModel(nn.Module):
         )
         dim = self.image_tower.out_dim
         self.register_buffer("logit_scale", torch.tensor(1.0 / m.temperature), persistent=False)
-        self.loss_weights = {"sdm": m.sdm_loss_weight, "id": m.id_loss_weight, "mlm": m.mlm_loss_weight}
+        self.loss_weights = {"sdm": m.sdm_loss_weight, "id": m.id_loss_weight, "mlm": m.mlm_loss_weight,
+                             "mim": m.mim_loss_weight}
         self.heads = nn.ModuleDict()
-        wanted = METHOD_HEADS[m.method]
         if "id" in wanted and m.id_loss_weight > 0:
             self.heads["id"] = IdentityHead(dim, num_classes)
         if "mlm" in wanted and m.mlm_loss_weight > 0:
             self.heads["mlm"] = MaskedLanguageHead(dim, m.cross_heads, m.cross_depth, tokenizer.vocab_size)
+        if "mim" in wanted and m.mim_loss_weight > 0:
+            from tireid_lite.models.bilma import MaskedImageHead
+
+            shared = self.heads["mlm"].cross if "mlm" in self.heads else None
+            self.heads["mim"] = MaskedImageHead(dim, m.cross_heads, m.cross_depth, target=m.mim_target,
+                                                ratio=m.mim_ratio, patch_size=self.image_tower.patch_size,
+                                                cross=shared)
         self.caption_hook = (
             RandomTokenMasking(tokenizer.mask_token_id, tokenizer.vocab_size, tokenizer.special_ids, m.mlm_prob)
             if "mlm" in self.heads else None

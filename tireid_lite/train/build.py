@@ -130,8 +130,19 @@ def build_data(cfg: Config, tokenizer: Tokenizer | None = None, *, train: bool =
             data.noise = inject_noise(dataset.train_pairs(), cfg.data.noise_rate, cfg.data.noise_seed)
         transform = build_transforms(size, train=True, flip=False, pad=cfg.data.pad, erase_p=cfg.data.erasing_p)
         data.train_set = TrainPairsDataset(dataset, tokenizer, transform, flip_p=cfg.data.flip_p, noise=data.noise,
-                                           cache_images=cfg.data.cache_images)
+                                           cache_images=cfg.data.cache_images, part_maps=_part_maps(cfg, dataset))
     return data
+
+
+def _part_maps(cfg: Config, dataset: PedesDataset):
+    """The part maps BiLMa's semantic MIM target reads (SynthPEDES's own, else ``<root>/parsing/`` with the
+    body-layout prior for images without a map), or ``None`` when the method does not need them."""
+    m = cfg.model
+    if m.method != "bilma" or m.mim_loss_weight <= 0 or m.mim_target != "semantic":
+        return None
+    from tireid_lite.data.patch_labels import ParsingMaps
+
+    return ParsingMaps.for_dataset(dataset)
 
 
 # --------------------------------------------------------------------------- the training loader

@@ -299,7 +299,10 @@ def apply_warm_start(model: nn.Module, ws: WarmStart) -> None:
     """Load the pretrained towers of ``ws`` into ``model.image_tower`` and ``model.text_tower``."""
     for name, state in (("image_tower", ws.image_tower), ("text_tower", ws.text_tower)):
         try:
-            getattr(model, name).load_state_dict(state)
+            result = getattr(model, name).load_state_dict(state, strict=False)
+            stray = [k for k in result.missing_keys if k != "mask_token"] + list(result.unexpected_keys)
+            if stray:  # the mask token (masked image modelling) is new and stays as initialised
+                raise RuntimeError(f"keys that do not match: {', '.join(stray[:5])}")
         except RuntimeError as err:
             raise TIReIDError(
                 f"the pretrained {name.replace('_', ' ')} ({ws.key}) does not fit this model ({err}); "

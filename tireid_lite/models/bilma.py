@@ -1,0 +1,102 @@
+"""BiLMa's masked image modelling: masked patches predicted from the caption (text -> image matching).
+
+IRRA's masked language modelling asks the caption to read the image. BiLMa
+(Fujii & Tarashima, ICCV 2023 Workshops) adds the other direction: a share
+``mim_ratio`` of the image's patch tokens is replaced by the image tower's
+learned mask token, the masked image goes through the image tower, and its
+tokens query the caption's tokens in IRRA's cross-modal module (the same
+module the masked words use, when both heads are on). A head predicts, for the
+masked patches only, the target chosen by ``model.mim_target``:
+
+* ``semantic`` (SemMIM, BiLMa's choice): the patch's part class from a human
+  parsing map, cross-entropy;
+* ``rgb``: the patch's mean colour, squared error;
+* ``pixels``: the patch's pixels normalised per patch, squared error.
+
+The total loss is BiLMa's ``L = L_sdm + L_id + alpha L_mlm + beta L_mim`` with
+``alpha = model.mlm_loss_weight`` and ``beta = model.mim_loss_weight``; see
+:mod:`tireid_lite.losses.mim` for the targets and the loss.
+
+(K) from the paper: masked patches, IRRA's module with the caption visible,
+the part-label target and its comparison with pixels, mean colours and
+features. (C) the kit's reading: which parser and classes (SynthPEDES's part
+maps; a body-layout prior for real images without a parsing map), how a patch
+gets its label (the majority part of its pixels, background below half
+coverage), and a fixed random mask per step drawn uniformly over the patches.
+Taught in ``06_bilma_semantic_mim``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from tireid_lite.data.synth.materials import PART_CLASSES
+from tireid_lite.losses.mim import mim_loss, mim_targets, random_patch_mask
+from tireid_lite.models.cross_modal import CrossModalEncoder, TokenPredictionHead
+
+if TYPE_CHECKING:
+    from tireid_lite.models.tireid import Encoded, TIReIDModel
+
+
+def mim_output_size(target: str, patch_size: int) -> int:
+    """How many numbers the MIM head predicts per patch: part classes, 3 (RGB) or 3 p^2 (pixels)."""
+    return {"semantic": len(PART_CLASSES), "rgb": 3, "pixels": 3 * patch_size * patch_size}[target]
+
+
+class MaskedImageHead(nn.Module):
+    """Predict masked image patches from the caption through the cross-modal module (see module docstring).
+
+    ``cross`` is the cross-modal module to share (IRRA's, owned by the masked
+    language head); ``None`` builds one for this head alone.
+    """
+
+    losses = ("mim",)
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        depth: int,
+        *,
+        target: str,
+        ratio: float,
+        patch_size: int,
+        cross: CrossModalEncoder | None = None,
+    ) -> None:
+        super().__init__()
+        self.target = target
+        self.ratio = float(ratio)
+        self.patch_size = int(patch_size)
+        self._shared = cross is not None
+        self.own_cross = None if self._shared else CrossModalEncoder(dim, heads, depth)
+        self._cross_ref = [cross]  # a plain list: the shared module stays registered under its owner only
+        self.predict = TokenPredictionHead(dim, mim_output_size(target, patch_size))
+
+    @property
+    def cross(self) -> CrossModalEncoder:
+        return self._cross_ref[0] if self._shared else self.own_cross
+
+    def predictions(
+        self, model: "TIReIDModel", images: Tensor, patch_mask: Tensor, caption_ids: Tensor
+    ) -> Tensor:
+        """Per-patch predictions (B, N, out) for ``images`` with ``patch_mask`` (B, N) masked, caption visible."""
+        masked_tokens = model.image_tower(images, patch_mask=patch_mask).tokens  # (B, 1+N, D)
+        text_tokens = model.encode_text_tokens(caption_ids)  # (B, L, D)
+        padding = ~model.tokenizer.attention_mask(caption_ids).bool()  # (B, L) True at padding
+        fused = self.cross(masked_tokens, text_tokens, context_padding_mask=padding)  # (B, 1+N, D)
+        return self.predict(fused[:, 1:]).float()  # (B, N, out), the class token dropped
+
+    def forward(self, model: "TIReIDModel", enc: "Encoded", batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        images = batch["images"]
+        num_patches = model.image_tower.num_patches
+        patch_mask = random_patch_mask(images.shape[0], num_patches, self.ratio, device=images.device)  # (B, N)
+        target = mim_targets(images, batch.get("part_map"), self.patch_size, self.target)
+        pred = self.predictions(model, images, patch_mask, batch["caption_ids"])
+        out = {"mim": mim_loss(pred, target, patch_mask, self.target)}
+        if self.target == "semantic":
+            with torch.no_grad():
+                out["mim_acc"] = (pred.argmax(-1) == target)[patch_mask].float().mean()
+        return out
