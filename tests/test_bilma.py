@@ -123,3 +123,29 @@ def test_bilma_trains_and_logs_the_mim_loss(cfg, tmp_path):
     assert 0.0 <= metrics["R1"] <= 100.0
     header = (tmp_path / "run" / "log.csv").read_text().splitlines()[0].split(",")
     assert {"mim", "mim_acc", "mlm"} <= set(header)
+
+
+def test_evaluate_mim_counts_every_masked_patch_and_scores_a_perfect_head_at_one(cfg, monkeypatch):
+    from tireid_lite.losses.mim import mim_targets, num_masked
+    from tireid_lite.models.bilma import evaluate_mim
+
+    data = build_data(cfg, train=False)
+    model = build_model(cfg, data.tokenizer, data.num_classes)
+    head = model.heads["mim"]
+    result = evaluate_mim(model, data, "test", batch_size=4)
+    gallery = data.gallery("test")
+    assert int(result["count"].sum()) == len(gallery) * num_masked(model.image_tower.num_patches, head.ratio)
+    assert 0.0 <= result["accuracy"] <= 1.0
+
+    def perfect(model_, images, patch_mask, captions):
+        from tireid_lite.data.patch_labels import ParsingMaps
+
+        maps = ParsingMaps.for_dataset(data.dataset)
+        # the images of this call are gallery images in order; find them by value
+        index = [next(i for i in range(len(gallery)) if torch.equal(gallery[i]["images"], im)) for im in images]
+        part = torch.from_numpy(np.stack([maps.load(gallery.paths[i], size=data.image_size) for i in index]))
+        labels = mim_targets(images, part.long(), head.patch_size, "semantic")
+        return torch.nn.functional.one_hot(labels, 10).float()
+
+    monkeypatch.setattr(head, "predictions", perfect)
+    assert evaluate_mim(model, data, "test", batch_size=4)["accuracy"] == 1.0

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -100,3 +101,48 @@ class MaskedImageHead(nn.Module):
             with torch.no_grad():
                 out["mim_acc"] = (pred.argmax(-1) == target)[patch_mask].float().mean()
         return out
+
+
+@torch.no_grad()
+def evaluate_mim(
+    model: "TIReIDModel", data, split: str = "test", *, seed: int = 0, batch_size: int = 128
+) -> dict[str, object]:
+    """How well the MIM head names masked patches of ``split``'s images, each with its first caption.
+
+    Every gallery image gets a random mask of the model's ``mim_ratio`` (drawn
+    from ``seed``) and its own first caption; the head's predictions on the
+    masked patches are compared with the semantic targets. Returns
+    ``{"accuracy": float, "per_class": (C,) tensor (NaN for a class never
+    masked), "count": (C,) masked patches per class}``. Needs the semantic
+    target. Taught in ``06_bilma_semantic_mim``.
+    """
+    from tireid_lite.data.patch_labels import ParsingMaps
+    from tireid_lite.losses.mim import per_class_accuracy
+
+    head = model.heads["mim"] if "mim" in model.heads else None
+    if head is None or head.target != "semantic":
+        raise ValueError("evaluate_mim needs a model with the semantic MIM head (method=bilma, mim_target=semantic)")
+    model.eval()
+    gallery, queries = data.gallery(split), data.queries(split)
+    first_caption = {}
+    for q, image_id in enumerate(queries.image_ids.tolist()):
+        first_caption.setdefault(image_id, q)
+    maps = ParsingMaps.for_dataset(data.dataset)
+    generator = torch.Generator().manual_seed(seed)
+    num_classes = len(PART_CLASSES)
+    hits = torch.zeros(num_classes)
+    count = torch.zeros(num_classes)
+    for start in range(0, len(gallery), batch_size):
+        index = list(range(start, min(start + batch_size, len(gallery))))
+        images = torch.stack([gallery[i]["images"] for i in index])  # (B, 3, H, W)
+        part_maps = torch.from_numpy(np.stack([maps.load(gallery.paths[i], size=data.image_size) for i in index]))
+        captions = torch.stack([queries.caption_ids[first_caption[i]] for i in index])  # (B, L)
+        patch_mask = random_patch_mask(len(index), model.image_tower.num_patches, head.ratio, generator)
+        target = mim_targets(images, part_maps.long(), head.patch_size, "semantic")  # (B, N)
+        pred = head.predictions(model, images, patch_mask, captions)  # (B, N, C)
+        acc = per_class_accuracy(pred, target, patch_mask, num_classes)  # (C,)
+        n = torch.bincount(target[patch_mask], minlength=num_classes).float()
+        hits += torch.nan_to_num(acc) * n
+        count += n
+    per_class = torch.where(count > 0, hits / count.clamp_min(1), torch.full_like(hits, float("nan")))
+    return {"accuracy": float(hits.sum() / count.sum()), "per_class": per_class, "count": count}
