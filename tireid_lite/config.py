@@ -73,7 +73,7 @@ class ModelConfig:
     sdm_loss_weight: float = 1.0
     mlm_loss_weight: float = 1.0
     mlm_prob: float = 0.15
-    cross_depth: int = 2  # transformer layers after the cross-attention (IRRA: 4)
+    cross_depth: int = 1  # transformer layers after the cross-attention (IRRA: 4)
     cross_heads: int = 4
     # KPDM (notebooks 03-05; the kit's reading, see PAPERS.md). Used by method=kpdm, each part switchable.
     mask_strategy: str = "random"  # masked words: random (IRRA) | phrase (key-phrase dynamic masking)
