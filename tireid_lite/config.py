@@ -70,14 +70,14 @@ class ModelConfig:
     image_pool: str = "mean"  # global image feature: cls (IRRA) | mean of the patch tokens (learns faster from scratch)
     text_pool: str = "mean"  # global text feature: eot (IRRA) | mean of the caption's tokens
     id_loss_weight: float = 1.0
-    sdm_loss_weight: float = 1.0
+    sdm_loss_weight: float = 1.0  # unused by kpdm, where RDE's TAL replaces SDM
     mlm_loss_weight: float = 1.0
     mlm_prob: float = 0.15
     cross_depth: int = 1  # transformer layers after the cross-attention (IRRA: 4)
     cross_heads: int = 4
     # KPDM (notebooks 03-05; the kit's reading, see PAPERS.md). Used by method=kpdm, each part switchable.
-    mask_strategy: str = "random"  # masked words: random (IRRA) | phrase (key-phrase dynamic masking)
-    fmlm_alpha: float = 0.0  # FMLM: weight of a masked word = (f / f_median) ** -alpha; 0 = plain MLM
+    mask_strategy: str = "phrase"  # kpdm's masked words: phrase (key-phrase dynamic masking) | random (as irra)
+    fmlm_alpha: float = 0.5  # kpdm's FMLM: weight of a masked word = (f / f_median) ** -alpha; 0 = plain MLM
     select_ratio: float = 0.5  # share of image patches (and caption tokens) kept by importance (KPDM: 0.5)
     importance_layers: int = 2  # last L ViT layers whose CLS->patch attention scores the patches
     importance_method: str = "mean"  # mean (over the L layers) | rollout

@@ -8,6 +8,10 @@ Every method of the course is this one model with different heads:
 * ``bilma``: irra + masked image modelling through the same module, the
   caption visible (:class:`~tireid_lite.models.bilma.MaskedImageHead`).
 
+``kpdm`` (:mod:`tireid_lite.models.kpdm`) trains RDE's TAL on the global and
+token-selection embeddings instead of SDM (its head sets ``replaces_sdm``),
+keeps ID, and predicts masked words from the kept image patches only.
+
 A head is a small module with ``forward(model, enc, batch) -> dict`` returning
 its losses (names listed in ``head.losses``) and extra logged values; the model
 sums the losses with the weights of the config (``model.<name>_loss_weight``).
@@ -17,7 +21,7 @@ path stay the same. Taught in ``02_baseline_irra``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,9 @@ METHOD_HEADS: dict[str, tuple[str, ...]] = {
     "baseline": ("id",),
     "irra": ("id", "mlm"),
     "bilma": ("id", "mlm", "mim"),
+    # KPDM (tireid_lite.models.kpdm): TAL on the global and token-selection embeddings instead of SDM,
+    # masked words over the kept patches only
+    "kpdm": ("id", "tal", "kpdm_mlm"),
 }
 
 
@@ -48,6 +55,10 @@ class Encoded:
     text_tokens: Tensor  # (B, L, D)
     image_feats: Tensor  # (B, D) global image feature (class token, or mean of patches)
     text_feats: Tensor  # (B, D) global text feature (end token, or mean of tokens)
+    # each layer's attention map, when the model asks the towers for them (``return_attention``)
+    image_attentions: list[Tensor] | None = None  # (B, heads, 1+N, 1+N) per layer
+    text_attentions: list[Tensor] | None = None  # (B, heads, L, L) per layer
+    extras: dict = field(default_factory=dict)  # values heads share within one batch (e.g. KPDM's selection)
 
 
 class IdentityHead(nn.Module):
@@ -155,6 +166,22 @@ class TIReIDModel(nn.Module):
             RandomTokenMasking(tokenizer.mask_token_id, tokenizer.vocab_size, tokenizer.special_ids, m.mlm_prob)
             if "mlm" in self.heads else None
         )
+        # Switches a mechanism may turn on (KPDM's, see tireid_lite.models.kpdm)
+        self.return_attention = False  # encode_pair also keeps the towers' attention maps
+        self.retrieval_head: str | None = None  # a head that encodes and scores for retrieval instead
+        self.pair_weights: Tensor | None = None  # (num training pairs,) from a noise partitioner; None = all 1
+        self.epoch_stats: dict = {}  # the heads' figures for the current epoch (the Trainer records them)
+        if m.method == "kpdm":
+            from tireid_lite.models.kpdm import add_kpdm_heads
+
+            add_kpdm_heads(self, cfg)
+        elif cfg.train.partitioner != "none":
+            from tireid_lite.errors import ConfigError
+
+            raise ConfigError(
+                f"config key 'train.partitioner' is {cfg.train.partitioner!r} but model.method {m.method!r} has no "
+                "loss it can weight; use model.method=kpdm or train.partitioner=none"
+            )
         self.pretrained = pretrained is not None
 
     # ----------------------------------------------------------------- encoding
@@ -180,18 +207,28 @@ class TIReIDModel(nn.Module):
         return pool_at(text_tokens, caption_ids, self.tokenizer.eot_id)
 
     def encode_images(self, images: Tensor) -> Tensor:
-        """Global image features (B, D), see :meth:`image_global`."""
+        """Global image features (B, D), see :meth:`image_global`; or the retrieval head's
+        features (KPDM with TSE: global and token-selection embeddings side by side, (B, 2D))."""
+        if self.retrieval_head is not None:
+            return self.heads[self.retrieval_head].encode_images(self, images)
         return self.image_global(self.encode_image_tokens(images))
 
     def encode_texts(self, caption_ids: Tensor) -> Tensor:
-        """Global text features (B, D), see :meth:`text_global`."""
+        """Global text features (B, D), see :meth:`text_global`; or the retrieval head's features."""
+        if self.retrieval_head is not None:
+            return self.heads[self.retrieval_head].encode_texts(self, caption_ids)
         return self.text_global(self.encode_text_tokens(caption_ids), caption_ids)
 
     def similarity(self, text_feats: Tensor, image_feats: Tensor) -> Tensor:
-        """Cosine similarity (Q, G) between text queries and gallery images."""
+        """Cosine similarity (Q, G) between text queries and gallery images; or the retrieval
+        head's score (KPDM with TSE: the mean of the global and token-selection cosines)."""
+        if self.retrieval_head is not None:
+            return self.heads[self.retrieval_head].similarity(text_feats, image_feats)
         return F.normalize(text_feats.float(), dim=-1) @ F.normalize(image_feats.float(), dim=-1).t()
 
     def encode_pair(self, batch: dict[str, Tensor]) -> Encoded:
+        if self.return_attention:
+            return self._encode_pair_with_attention(batch)
         image_tokens = self.encode_image_tokens(batch["images"])
         text_tokens = self.encode_text_tokens(batch["caption_ids"])
         return Encoded(
@@ -201,21 +238,56 @@ class TIReIDModel(nn.Module):
             text_feats=self.text_global(text_tokens, batch["caption_ids"]),
         )
 
+    def _encode_pair_with_attention(self, batch: dict[str, Tensor]) -> Encoded:
+        """:meth:`encode_pair` keeping each layer's attention map of both towers (same tokens)."""
+        ids = batch["caption_ids"]
+        image_out = self.image_tower(batch["images"], return_attention=True)
+        text_out = self.text_tower.encode(ids, self.tokenizer.attention_mask(ids), return_attention=True)
+        return Encoded(
+            image_tokens=image_out.tokens,
+            text_tokens=text_out.tokens,
+            image_feats=self.image_global(image_out.tokens),
+            text_feats=self.text_global(text_out.tokens, ids),
+            image_attentions=image_out.attentions,
+            text_attentions=text_out.attentions,
+        )
+
     # ----------------------------------------------------------------- training
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         enc = self.encode_pair(batch)
-        out: dict[str, Tensor] = {"sdm": sdm_loss(enc.image_feats, enc.text_feats, batch["pids"], self.logit_scale)}
+        out: dict[str, Tensor] = {}
+        if self.uses_sdm:
+            out["sdm"] = sdm_loss(enc.image_feats, enc.text_feats, batch["pids"], self.logit_scale)
         for head in self.heads.values():
             out.update(head(self, enc, batch))
         out["loss"] = sum(self.loss_weights[name] * out[name] for name in self.loss_names())
         return out
 
+    @property
+    def uses_sdm(self) -> bool:
+        """SDM is the global matching loss unless a head replaces it (KPDM's TAL)."""
+        return not any(getattr(head, "replaces_sdm", False) for head in self.heads.values())
+
     def loss_names(self) -> list[str]:
         """The losses that make up ``loss``, in order."""
-        return ["sdm", *(name for head in self.heads.values() for name in head.losses)]
+        heads = [name for head in self.heads.values() for name in head.losses]
+        return ["sdm", *heads] if self.uses_sdm else heads
+
+    def prepare(self, data) -> None:
+        """Per-dataset set-up of the heads that need the training data (KPDM: key phrases, token
+        counts); the Trainer calls it before it hands ``caption_hook`` to the training set."""
+        for head in self.heads.values():
+            if hasattr(head, "prepare"):
+                head.prepare(self, data)
 
     def on_epoch_start(self, epoch: int, trainer=None) -> None:
-        """Hook for mechanisms that act between epochs (noise partitioners); nothing here."""
+        """Hook for mechanisms that act between epochs (noise partitioners): runs each head's
+        ``on_epoch_start(model, epoch, trainer)``. What they report for the epoch lands in
+        ``epoch_stats``, which the Trainer adds to the epoch's history record."""
+        self.epoch_stats = {}
+        for head in self.heads.values():
+            if hasattr(head, "on_epoch_start"):
+                head.on_epoch_start(self, epoch, trainer)
 
     def parameter_groups(
         self, lr: float, weight_decay: float, new_module_lr_factor: float = 5.0, pretrained_lr_factor: float = 1.0

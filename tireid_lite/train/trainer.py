@@ -3,16 +3,18 @@
 Each epoch::
 
     reseed the global generators from (seed, epoch); point the loader at the epoch
-    model.on_epoch_start(epoch, trainer)
+    model.on_epoch_start(epoch, trainer)  # e.g. a noise partition; model.epoch_stats join the epoch's record
     for batch in loader:                 # global batch, split across processes under DDP
         out = model(batch)               # {"loss": total, "sdm": ..., "id": ..., ...}
         out["loss"].backward(); clip the gradient norm; Adam step; lr schedule step
     evaluate on val (every eval_every epochs); keep best.pt by val R1; write last.pt
 
-and at the end the best checkpoint is evaluated once on test. The optimiser is
-Adam over the model's parameter groups (IRRA's: new modules learn faster), the
-learning rate follows a linear warm-up then a cosine (per step), and on CUDA the
-forward pass runs under bf16 autocast.
+and at the end the best checkpoint is evaluated once on test. Before the first
+epoch a model with ``prepare(data)`` sets itself up for the dataset (KPDM
+parses its key phrases), then its ``caption_hook`` goes to the training set.
+The optimiser is Adam over the model's parameter groups (IRRA's: new modules
+learn faster), the learning rate follows a linear warm-up then a cosine (per
+step), and on CUDA the forward pass runs under bf16 autocast.
 
 Files in ``out_dir`` (written by rank 0 only): ``config.yaml``; ``log.csv``
 (every ``log_every`` steps: epoch, step, lr, every loss and logged value,
@@ -153,6 +155,21 @@ def _warm_start(cfg: Config, data: Data) -> WarmStart:
     return ensure_warm_start(cfg, data.tokenizer)
 
 
+def _prepare_model(model: nn.Module, data: Data) -> None:
+    """Let a model that has ``prepare(data)`` set itself up for the dataset (KPDM parses the captions'
+    key phrases into a cache); under DDP rank 0 goes first while the other ranks wait, then they read
+    what it cached."""
+    prepare = getattr(model, "prepare", None)
+    if not callable(prepare):
+        return
+    if distributed.is_main():
+        prepare(data)
+        distributed.barrier()
+        return
+    distributed.barrier()
+    prepare(data)
+
+
 def _crash_step() -> int | None:
     raw = os.environ.get(CRASH_ENV, "").strip()
     if not raw:
@@ -210,6 +227,7 @@ class Trainer:
                 self.warm_start = _warm_start(cfg, data)
                 apply_warm_start(model, self.warm_start)
         self.raw_model = model.to(self.device)
+        _prepare_model(model, data)
         data.train_set.caption_hook = getattr(model, "caption_hook", None)
         self.model: nn.Module = self.raw_model
         if distributed.is_distributed():
@@ -332,6 +350,7 @@ class Trainer:
             self.epoch = epoch
             seconds = round(time.perf_counter() - started, 3)
             record: dict[str, Any] = {"epoch": epoch, "step": self.step, "train_seconds": seconds}
+            record.update(getattr(self.raw_model, "epoch_stats", None) or {})  # e.g. a noise partition's figures
             is_best = False
             if has_val and (epoch % cfg.train.eval_every == 0 or epoch == cfg.train.num_epochs):
                 metrics = self.evaluate("val")
