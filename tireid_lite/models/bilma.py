@@ -81,11 +81,20 @@ class MaskedImageHead(nn.Module):
         return self._cross_ref[0] if self._shared else self.own_cross
 
     def predictions(
-        self, model: "TIReIDModel", images: Tensor, patch_mask: Tensor, caption_ids: Tensor
+        self,
+        model: "TIReIDModel",
+        images: Tensor,
+        patch_mask: Tensor,
+        caption_ids: Tensor,
+        text_tokens: Tensor | None = None,
     ) -> Tensor:
-        """Per-patch predictions (B, N, out) for ``images`` with ``patch_mask`` (B, N) masked, caption visible."""
+        """Per-patch predictions (B, N, out) for ``images`` with ``patch_mask`` (B, N) masked, caption visible.
+
+        ``text_tokens`` (B, L, D): the caption's tokens when already encoded (training reuses them).
+        """
         masked_tokens = model.image_tower(images, patch_mask=patch_mask).tokens  # (B, 1+N, D)
-        text_tokens = model.encode_text_tokens(caption_ids)  # (B, L, D)
+        if text_tokens is None:
+            text_tokens = model.encode_text_tokens(caption_ids)  # (B, L, D)
         padding = ~model.tokenizer.attention_mask(caption_ids).bool()  # (B, L) True at padding
         fused = self.cross(masked_tokens, text_tokens, context_padding_mask=padding)  # (B, 1+N, D)
         return self.predict(fused[:, 1:]).float()  # (B, N, out), the class token dropped
@@ -95,7 +104,7 @@ class MaskedImageHead(nn.Module):
         num_patches = model.image_tower.num_patches
         patch_mask = random_patch_mask(images.shape[0], num_patches, self.ratio, device=images.device)  # (B, N)
         target = mim_targets(images, batch.get("part_map"), self.patch_size, self.target)
-        pred = self.predictions(model, images, patch_mask, batch["caption_ids"])
+        pred = self.predictions(model, images, patch_mask, batch["caption_ids"], enc.text_tokens)
         out = {"mim": mim_loss(pred, target, patch_mask, self.target)}
         if self.target == "semantic":
             with torch.no_grad():
