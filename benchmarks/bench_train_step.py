@@ -4,8 +4,8 @@ Three figures, each against its budget in ``DESIGN.md``:
 
 * the median wall time of one optimiser step (forward, backward, gradient
   clipping, Adam) of the cpu-profile model at batch 64, for ``baseline``
-  (SDM + ID) and ``irra`` (+ masked-language head), on batches prepared in
-  advance; loading a batch (PNG decoding and augmentation) is timed apart;
+  (SDM + ID), ``irra`` (+ masked-language head) and ``bilma`` (+ masked image
+  modelling), on batches prepared in advance; loading a batch (PNG decoding and augmentation) is timed apart;
 * the attribute pretraining of the towers (``model.warm_start``), made once per
   cache, timed on its own;
 * a whole ``tireid train --profile cpu`` run of ``baseline`` from those towers
@@ -123,7 +123,7 @@ def time_run() -> dict[str, float]:
 def main(quick: bool = False) -> dict:
     steps = 6 if quick else 20
     figures: dict[str, float] = {"batch_size": BATCH, "torch_threads": torch.get_num_threads()}
-    for method in ("baseline", "irra"):
+    for method in ("baseline", "irra", "bilma"):
         figures.update(time_steps(method, steps))
     limits = {"baseline_step_median_s": {"max": 0.3}}
     if not quick:
@@ -135,7 +135,7 @@ def main(quick: bool = False) -> dict:
     limits["peak_rss_mib"] = {"max": 4096.0}
     return {
         "name": "train_step",
-        "description": "cpu-profile training step at batch 64 (baseline, irra), one whole baseline run, peak memory",
+        "description": "cpu-profile training step at batch 64 (baseline, irra, bilma), one whole baseline run, peak memory",
         "figures": figures,
         "budget": {"text": BUDGET_TEXT, "limits": limits},
         "met": budget_met(figures, limits),
