@@ -145,6 +145,19 @@ def test_identity_batches_split_into_whole_identity_groups():
             assert all(np.sum(ids == p) == 4 for p in np.unique(ids))  # 2 identities x K=4 per rank
 
 
+def test_an_epoch_fraction_takes_the_first_batches_of_each_epochs_shuffle():
+    whole, part = GlobalBatchSampler(80, 8, seed=1), GlobalBatchSampler(80, 8, seed=1, fraction=0.3)
+    for epoch in (1, 2):
+        whole.set_epoch(epoch)
+        part.set_epoch(epoch)
+        assert list(part) == list(whole)[:3] and len(part) == 3  # round(0.3 * 10)
+    assert list(part) != (part.set_epoch(1) or list(part))  # another share of the pairs each epoch
+    tiny = GlobalBatchSampler(16, 8, seed=0, fraction=0.1)
+    assert len(tiny) == 1  # at least one batch
+    with pytest.raises(ConfigError, match="train.epoch_fraction.*in \\(0, 1\\]"):
+        GlobalBatchSampler(80, 8, seed=0, fraction=0.0)
+
+
 def test_batch_size_must_split_evenly():
     with pytest.raises(ConfigError, match="multiple of 3"):
         GlobalBatchSampler(100, 8, seed=0, world_size=3)
@@ -206,7 +219,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mo
         "model.image_width=32", "model.image_depth=1", "model.image_heads=2",
         "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
         "train.batch_size=8", "train.num_epochs=2", "train.warmup_epochs=1", "train.log_every=1",
-        "train.lr=0.001", "train.threads=1",
+        "train.lr=0.001", "train.threads=1", "train.epoch_fraction=1",
         "model.warm_start_steps=4",  # rank 0 pretrains the towers while rank 1 waits, then both load them
     ])
     ensure_synth(ids_train=8, ids_val=5, ids_test=5, images_per_id=3, size=(48, 16), seed=cfg.data.synth_seed)

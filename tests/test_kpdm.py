@@ -326,7 +326,7 @@ TINY = [
     "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
     "model.cross_depth=1", "model.cross_heads=2",
     "train.batch_size=8", "train.num_epochs=3", "train.warmup_epochs=1", "train.log_every=4",
-    "train.lr=0.001", "train.threads=1", "model.warm_start=none", "model.method=kpdm",
+    "train.lr=0.001", "train.threads=1", "train.epoch_fraction=1", "model.warm_start=none", "model.method=kpdm",
 ]
 STEPS_PER_EPOCH = 6  # 48 pairs / batch 8
 FULL_KPDM = ["model.mask_strategy=phrase", "model.fmlm_alpha=0.5", "data.noise_rate=0.5"]

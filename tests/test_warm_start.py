@@ -31,7 +31,7 @@ TINY = [
     "data.synth_images_per_id=2", "data.image_size=[48,16]", "data.max_length=48",
     "model.method=baseline", "model.image_width=32", "model.image_depth=1", "model.image_heads=2",
     "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
-    "model.warm_start_steps=6", "train.batch_size=8", "train.num_epochs=1", "train.threads=1",
+    "model.warm_start_steps=6", "train.batch_size=8", "train.num_epochs=1", "train.threads=1", "train.epoch_fraction=1",
 ]
 
 

@@ -15,7 +15,7 @@ TINY = [
     "model.image_width=32", "model.image_depth=1", "model.image_heads=2",
     "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
     "model.cross_depth=1", "model.cross_heads=2",
-    "train.batch_size=8", "train.num_epochs=2", "train.warmup_epochs=1", "train.threads=1",
+    "train.batch_size=8", "train.num_epochs=2", "train.warmup_epochs=1", "train.threads=1", "train.epoch_fraction=1",
     "model.warm_start=none",
 ]
 

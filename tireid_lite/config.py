@@ -93,6 +93,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     num_epochs: int = 1
+    epoch_fraction: float = 0.5  # share of the shuffled training batches an epoch takes (a new share each epoch)
     batch_size: int = 64
     lr: float = 2e-3
     new_module_lr_factor: float = 5.0  # IRRA: new modules (heads) learn 5x faster than the towers
@@ -140,7 +141,7 @@ def get_profile(name: str = "cpu") -> Config:
             model=ModelConfig(pretrained_dir="", warm_start="none", patch_size=16, image_width=768, image_depth=12, image_heads=12,
                               text_kind="clip", text_width=512, text_depth=12, text_heads=8, embed_dim=512,
                               temperature=0.02, cross_depth=4, cross_heads=8, image_pool="cls", text_pool="eot"),
-            train=TrainConfig(num_epochs=60, batch_size=64, lr=1e-5, weight_decay=4e-5, warmup_epochs=5.0, amp="auto",
+            train=TrainConfig(num_epochs=60, epoch_fraction=1.0, batch_size=64, lr=1e-5, weight_decay=4e-5, warmup_epochs=5.0, amp="auto",
                               log_every=50),
         )
     raise ConfigError(f"unknown profile {name!r}; use 'cpu' or 'gpu'")
@@ -239,6 +240,7 @@ def validate(cfg: Config) -> Config:
         ("model.mlm_prob", 0.0 < cfg.model.mlm_prob < 1.0, "a number in (0, 1)"),
         ("model.temperature", cfg.model.temperature > 0, "a positive number"),
         ("train.num_epochs", cfg.train.num_epochs >= 1, "at least 1"),
+        ("train.epoch_fraction", 0.0 < cfg.train.epoch_fraction <= 1.0, "a number in (0, 1]"),
         ("train.batch_size", cfg.train.batch_size >= 2, "at least 2"),
         ("train.lr", cfg.train.lr > 0, "a positive number"),
         ("train.warmup_epochs", 0 <= cfg.train.warmup_epochs <= cfg.train.num_epochs, "between 0 and train.num_epochs"),

@@ -172,7 +172,10 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
 
     Global batches hold ``batch_size`` items: a shuffle of all items cut into
     batches, or (with ``pids``) the identity sampler's P x K batches; both drawn
-    from ``(seed, epoch)``, the last incomplete batch dropped. Rank ``r`` of
+    from ``(seed, epoch)``, the last incomplete batch dropped. With
+    ``fraction < 1`` an epoch is only the first ``round(fraction * batches)``
+    of them (at least one), a different random share of the pairs each epoch.
+    Rank ``r`` of
     ``world_size`` takes items ``[r * b, (r + 1) * b)`` of each, ``b = batch_size / world_size``.
     """
 
@@ -186,7 +189,10 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         num_instances: int = 4,
         rank: int = 0,
         world_size: int = 1,
+        fraction: float = 1.0,
     ) -> None:
+        if not 0.0 < fraction <= 1.0:
+            raise ConfigError(f"config key 'train.epoch_fraction' is {fraction!r}; it must be a number in (0, 1]")
         if batch_size % world_size:
             raise ConfigError(
                 f"config key 'train.batch_size' is {batch_size}, which {world_size} processes cannot share; "
@@ -206,6 +212,7 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
             )
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size = rank, world_size
+        self.fraction = float(fraction)
         self.identity = (
             IdentityBalancedSampler(pids, batch_size, num_instances, seed, drop_last=True) if pids is not None else None
         )
@@ -227,6 +234,8 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
             order = torch.randperm(self.num_items, generator=generator).tolist()
             count = self.num_items // self.batch_size
             batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(count)]
+        if self.fraction < 1.0:
+            batches = batches[: max(1, round(self.fraction * len(batches)))]
         self._cached = (epoch, batches)
         return batches
 
@@ -267,6 +276,7 @@ def build_train_loader(
         num_instances=cfg.data.num_instances,
         rank=rank,
         world_size=world_size,
+        fraction=cfg.train.epoch_fraction,
     )
     workers = cfg.data.num_workers
     return DataLoader(
