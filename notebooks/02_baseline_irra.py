@@ -258,7 +258,7 @@ print(pd.DataFrame({
 # Now the trained IRRA model's guesses. We mask every **colour word** of a test caption and ask the
 # model to fill them in twice: once looking at the image the caption was written for, once at
 # another person's image. A model that reads the image changes its guesses with the image; after
-# one short epoch on a CPU, see how far this one has got (the guesses are probabilities over the
+# half an epoch on a CPU, see how far this one has got (the guesses are probabilities over the
 # whole vocabulary, so a colour word at the top is already something learned).
 
 # %%
@@ -321,7 +321,7 @@ plt.show()
 print(f"towers: image {cfg.model.image_width}x{cfg.model.image_depth} layers (patch {cfg.model.patch_size}), "
       f"text {cfg.model.text_kind} {cfg.model.text_width}x{cfg.model.text_depth} layers, "
       f"warm start: {cfg.model.warm_start}")
-print(f"{cfg.train.num_epochs} epochs of batch {cfg.train.batch_size}, lr {cfg.train.lr}, "
+print(f"{cfg.train.num_epochs} epoch(s) of {cfg.train.epoch_fraction:.0%} of the batches each, batch {cfg.train.batch_size}, lr {cfg.train.lr}, "
       f"warm-up {cfg.train.warmup_epochs} epoch(s), tau {cfg.model.temperature}")
 print(f"SynthPEDES: {cfg.data.synth_ids_train} training identities x {cfg.data.synth_images_per_id} images")
 
@@ -346,7 +346,7 @@ print(pd.DataFrame({"evaluated now": test_metrics, "stored by the Trainer": base
 
 # %% [markdown]
 # Compare with the numbers met so far: a random ranking gets R@1 of about 0.5% on this test split
-# and the hand-made colour score of `00_welcome` about 18%. One epoch on two CPU cores, from the
+# and the hand-made colour score of `00_welcome` about 18%. Half an epoch on two CPU cores, from the
 # attribute-pretrained towers, is printed above: the towers already knew the attributes, and SDM and
 # the ID loss have aligned the two sides on whole people, hard negatives included. More epochs keep
 # improving it (exercise 1); IRRA's own numbers come from pretrained CLIP and 60 epochs on a GPU
@@ -392,7 +392,7 @@ plt.show()
 # ## 6. Baseline vs IRRA over seeds
 #
 # One run says little: two seeds of each method, mean ± standard deviation over seeds, on test.
-# Read the difference against the spread: at this budget (one epoch) the comparison says more about
+# Read the difference against the spread: at this budget (half an epoch) the comparison says more about
 # the budget than about the method, and the masked-language head costs IRRA about twice the time per
 # step. The papers' comparison (IRRA above its SDM+ID baseline) is made at convergence with CLIP.
 
@@ -472,14 +472,14 @@ print(f"metrics written to {output_dir / 'metrics.json'}")
 # - Towers start pretrained: CLIP on a GPU, an attribute-pretrained stand-in made once on a CPU.
 # - Implicit relation reasoning (masked words predicted from the image) asks the text side to read
 #   the image; it costs a second pass through the text tower and a cross-attention module per step.
-# - One short epoch on a CPU puts the baseline far above chance and above a hand-made colour score,
+# - Half an epoch on a CPU puts the baseline far above chance and above a hand-made colour score,
 #   well below the ceiling: the mechanisms of the next notebooks are compared at this same budget.
 # - `get_or_train` trains once and caches; `Trainer` selects the best epoch on val and reports test.
 #
 # ## Exercises
 #
-# 1. Train longer: `get_or_train("baseline", profile, seed, overrides=["train.num_epochs=4"])` (about two
-#    minutes). How do R@1 and the similarity heat-map change?
+# 1. Train longer: `get_or_train("baseline", profile, seed, overrides=["train.num_epochs=4"])` (about a
+#    minute). How do R@1 and the similarity heat-map change?
 # 2. Start from random weights: `overrides=["model.warm_start=none", "train.num_epochs=2"]`. How far does
 #    the baseline get without its stand-in for CLIP? Then also set `model.id_loss_weight=0`: what does
 #    SDM alone do to towers that start from nothing?
