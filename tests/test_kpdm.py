@@ -465,3 +465,34 @@ def test_kpdm_defaults_turn_on_phrase_masking_and_fmlm():
     assert (cfg.model.mask_strategy, cfg.model.fmlm_alpha, cfg.model.select_ratio) == ("phrase", 0.5, 0.5)
     _, _, model, _ = _setup(**{"model.mask_strategy": "phrase", "model.fmlm_alpha": 0.5})
     assert isinstance(model.caption_hook, KeyPhraseMasking)
+
+
+def test_a_branch_from_the_shared_warmup_ends_where_the_run_from_scratch_does(runs, cuhk_root, tmp_path):
+    ref_out, ref_metrics, _ = runs("tcp")
+    warmup = tmp_path / "warmup"
+    Trainer(tiny_config(cuhk_root, *FULL_KPDM, "train.partitioner=none"), warmup, keep_epochs=(1,)).fit()
+    assert load_checkpoint(warmup / "epoch1.pt")["epoch"] == 1
+    out = tmp_path / "branch"
+    branch = Trainer(tiny_config(cuhk_root, *FULL_KPDM, "train.partitioner=tcp"), out, branch_from=warmup / "epoch1.pt")
+    assert branch.epoch == 1 and branch.step == STEPS_PER_EPOCH
+    assert branch.fit() == ref_metrics
+    assert _read_log(out / "log.csv") == _read_log(ref_out / "log.csv")  # the warm-up's rows come with it
+    assert _epochs_without_times(out / "metrics.json") == _epochs_without_times(ref_out / "metrics.json")
+    branched, scratch = load_checkpoint(out / "last.pt"), load_checkpoint(ref_out / "last.pt")
+    for name, tensor in scratch["model"].items():
+        assert torch.equal(branched["model"][name], tensor), name
+
+
+def test_branching_is_refused_past_the_warmup_or_across_other_settings(runs, cuhk_root, tmp_path):
+    ref_out, _, _ = runs("tcp")
+    tcp = tiny_config(cuhk_root, *FULL_KPDM, "train.partitioner=ccd")
+    with pytest.raises(ConfigError, match="past the partition warm-up"):
+        Trainer(tcp, tmp_path / "a", branch_from=ref_out / "last.pt")
+    other = tiny_config(cuhk_root, *FULL_KPDM, "train.partitioner=ccd", "train.lr=0.002")
+    warmup = tmp_path / "warmup"
+    Trainer(tiny_config(cuhk_root, *FULL_KPDM, "train.partitioner=none", "train.num_epochs=1"), warmup).fit()
+    with pytest.raises(ConfigError, match=r"differs in more than the partitioner \(train.lr"):
+        Trainer(other, tmp_path / "b", branch_from=warmup / "last.pt")
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        Trainer(tcp, tmp_path / "c", branch_from=tmp_path / "missing.pt")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -517,3 +517,20 @@ def test_reader_reports_an_unreadable_annotation_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_text", refuse)
     with pytest.raises(DatasetError, match=r"reid_raw\.json cannot be read \(Permission denied\); check its"):
         read_cuhk_pedes(root)
+
+
+def test_train_pairs_can_keep_the_first_identities_only(tmp_path):
+    root = write_fixture("cuhk-pedes", tmp_path / "cuhk", ids_per_split={"train": 5, "val": 2, "test": 2})
+    data = read_dataset("cuhk-pedes", root)
+    every = data.train_pairs()
+    first = sorted({r.pid for r in data.split("train")})[:2]
+    kept = data.train_pairs(2)
+    assert {p.pid for p in kept} == {0, 1}
+    assert [(p.path, p.caption) for p in kept] == [(p.path, p.caption) for p in every if p.pid < 2]
+    assert [p.index for p in kept] == list(range(len(kept)))
+    assert all(r.pid in first for r in data.split("train") if r.path in {p.path for p in kept})
+    assert data.train_pairs(0) == every and data.train_pairs(5) == every
+    with pytest.raises(ValueError, match=r"has 5 training identities, fewer than the 6 asked for; use 0 \(all\)"):
+        data.train_pairs(6)
+    with pytest.raises(ValueError, match="identities=-1 is invalid"):
+        data.train_pairs(-1)

@@ -347,3 +347,20 @@ def test_cached_images_give_the_same_items_and_are_read_once(tiny, tok):
     assert all(torch.equal(cached[0][k], first[0][k]) for k in first[0])
     with pytest.raises(DatasetError, match="cannot open image"):
         plain[0]
+
+
+def test_build_data_trains_on_the_first_identities_with_noise_among_them(tmp_path):
+    from tireid_lite.config import apply_overrides, get_profile
+    from tireid_lite.data.fixtures import write_fixture
+    from tireid_lite.train.build import build_data
+
+    root = write_fixture("cuhk-pedes", tmp_path / "cuhk", ids_per_split={"train": 6, "val": 2, "test": 2})
+    base = ["data.dataset=cuhk-pedes", f"data.root={root}", "model.warm_start=none", "data.noise_rate=0.5"]
+    every = build_data(apply_overrides(get_profile("cpu"), base))
+    data = build_data(apply_overrides(get_profile("cpu"), [*base, "data.train_identities=3"]))
+    assert data.num_classes == 3 and every.num_classes == 6
+    assert sorted(set(data.train_set.pids.tolist())) == [0, 1, 2]
+    assert len(data.train_set) == len(data.train_set.noisy) == sum(p.pid < 3 for p in every.dataset.train_pairs())
+    assert data.train_set.noisy.any() and data.tokenizer.vocab_size == every.tokenizer.vocab_size
+    with pytest.raises(ConfigError, match=r"data.train_identities=7: .* has 6 training identities"):
+        build_data(apply_overrides(get_profile("cpu"), [*base, "data.train_identities=7"]))

@@ -73,3 +73,18 @@ def test_an_unfinished_folder_is_trained_again(overrides):
     assert (leftover / "best.pt").exists() and (leftover / "last.pt").read_bytes() != b"not a finished run"
     again = zoo.get_or_train("baseline", "cpu", 0, overrides=overrides, retrain=True)
     assert again.trained_now and again.test_metrics == got.test_metrics  # same seed, same run
+
+
+def test_partitioners_share_the_warmup_of_the_run_without_one(overrides):
+    from tireid_lite.train.trainer import Trainer
+
+    noisy = [*overrides, "data.noise_rate=0.5", "model.mask_strategy=random", "model.importance_layers=1"]
+    tcp = zoo.get_or_train("kpdm", "cpu", 0, overrides=[*noisy, "train.partitioner=tcp"])
+    none = zoo.zoo_dir() / zoo.model_key(zoo.zoo_config("kpdm", "cpu", 0, [*noisy, "train.partitioner=none"]))
+    assert (none / "test_metrics.json").is_file() and (none / "epoch1.pt").is_file()
+    assert not (tcp.folder / "epoch1.pt").exists()
+    assert [record["epoch"] for record in tcp.history()] == [1, 2] and "partition_f1" in tcp.history()[1]
+    scratch = Trainer(zoo.zoo_config("kpdm", "cpu", 0, [*noisy, "train.partitioner=tcp"]), zoo.zoo_dir().parent / "x")
+    assert scratch.fit() == pytest.approx(tcp.test_metrics, abs=1e-12)
+    for name, tensor in scratch.raw_model.state_dict().items():
+        assert torch.equal(tcp.model.state_dict()[name], tensor), name

@@ -44,6 +44,7 @@ class DataConfig:
     cache_images: bool = True  # keep decoded training images in memory (small datasets only)
     noise_rate: float = 0.0  # share of training pairs whose captions are permuted (RDE protocol)
     noise_seed: int = 0
+    train_identities: int = 0  # train on the first N training identities only (0 = all): shorter epochs for ablations
     synth_ids_train: int = 2000  # many identities: from scratch, 500 are memorised rather than generalised
     synth_ids_val: int = 100
     synth_ids_test: int = 200
@@ -237,6 +238,7 @@ def validate(cfg: Config) -> Config:
         ("train.amp", cfg.train.amp in ("auto", "bf16", "off"), "auto, bf16 or off"),
         ("data.noise_rate", 0.0 <= cfg.data.noise_rate < 1.0, "a number in [0, 1)"),
         ("data.pad", cfg.data.pad >= 0, "0 (no pad-and-crop) or more"),
+        ("data.train_identities", cfg.data.train_identities >= 0, "0 (all) or a positive number"),
         ("model.mlm_prob", 0.0 < cfg.model.mlm_prob < 1.0, "a number in (0, 1)"),
         ("model.temperature", cfg.model.temperature > 0, "a positive number"),
         ("train.num_epochs", cfg.train.num_epochs >= 1, "at least 1"),

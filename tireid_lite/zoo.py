@@ -14,6 +14,14 @@ asking at once both end with a whole model (the first rename wins). A cache
 folder without ``test_metrics.json`` is not a finished run; it is trained again
 and replaced.
 
+Runs that differ only in ``train.partitioner`` (05_kpdm_trusted_consensus
+trains none, CCD and TCP at each noise rate) share their warm-up: the run
+with ``partitioner=none`` keeps its state at the end of each warm-up epoch
+(``epoch<e>.pt``), and a CCD or TCP run branches from it
+(:class:`~tireid_lite.train.trainer.Trainer`'s ``branch_from``), training only
+the epochs after the warm-up. The result is the same as training it from
+scratch.
+
 Taught in ``02_baseline_irra``; used by every later notebook.
 """
 
@@ -97,6 +105,12 @@ def _load(key: str, folder: Path, trained_now: bool, device: str) -> ZooModel:
                     trained_now=trained_now)
 
 
+def _shares_warmup(cfg: Config) -> bool:
+    """Whether runs of ``cfg`` that differ only in the partitioner share a warm-up worth keeping."""
+    warmup = cfg.train.partition_warmup_epochs
+    return cfg.model.method == "kpdm" and 1 <= warmup < cfg.train.num_epochs
+
+
 def get_or_train(
     method: str = "baseline",
     profile: str = "cpu",
@@ -117,10 +131,17 @@ def get_or_train(
     folder = zoo_dir() / key
     if (folder / DONE_MARKER).exists() and not retrain:
         return _load(key, folder, trained_now=False, device=device)
+    branch_from = None
+    if _shares_warmup(cfg) and cfg.train.partitioner != "none":
+        sibling = get_or_train(method, profile, seed, overrides=[*overrides, "train.partitioner=none"])
+        candidate = sibling.folder / f"epoch{cfg.train.partition_warmup_epochs}.pt"
+        branch_from = candidate if candidate.is_file() else None  # a sibling trained without it: from scratch
+    share = _shares_warmup(cfg) and cfg.train.partitioner == "none"
+    keep = tuple(range(1, cfg.train.partition_warmup_epochs + 1)) if share else ()  # a branch needs its best too
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=folder.parent))
     try:
-        Trainer(cfg, tmp).fit()
+        Trainer(cfg, tmp, branch_from=branch_from, keep_epochs=keep).fit()
         if not (tmp / DONE_MARKER).exists():
             raise TIReIDError(f"training {key} ended without test metrics in {tmp}; the run has no test split")
         if folder.exists() and (retrain or not (folder / DONE_MARKER).exists()):

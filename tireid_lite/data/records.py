@@ -67,10 +67,25 @@ class PedesDataset:
     def has_split(self, name: str) -> bool:
         return any(r.split == name for r in self.records)
 
-    def train_pairs(self) -> list[TrainPair]:
-        """One :class:`TrainPair` per training caption, identities remapped to 0..N-1."""
+    def train_pairs(self, identities: int = 0) -> list[TrainPair]:
+        """One :class:`TrainPair` per training caption, identities remapped to 0..N-1.
+
+        ``identities=N`` keeps the images of the first N training identities (in
+        identity order) only; 0 keeps them all.
+        """
         images = self.split("train")
-        pid_map = {pid: i for i, pid in enumerate(sorted({r.pid for r in images}))}
+        pids = sorted({r.pid for r in images})
+        if isinstance(identities, bool) or not isinstance(identities, int) or identities < 0:
+            raise ValueError(f"identities={identities!r} is invalid; use 0 (all) or a positive number")
+        if identities > len(pids):
+            raise ValueError(
+                f"{self.name} (root {self.root}) has {len(pids)} training identities, fewer than the "
+                f"{identities} asked for; use 0 (all) or at most {len(pids)}"
+            )
+        if identities:
+            pids = pids[:identities]
+            images = [r for r in images if r.pid <= pids[-1]]
+        pid_map = {pid: i for i, pid in enumerate(pids)}
         pairs: list[TrainPair] = []
         for image_id, rec in enumerate(images):
             for caption in rec.captions:

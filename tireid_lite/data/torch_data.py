@@ -86,6 +86,7 @@ class TrainPairsDataset(Dataset):
         caption_hook: CaptionHook | None = None,
         cache_images: bool = False,
         part_maps: "ParsingMaps | None" = None,
+        identities: int = 0,
     ) -> None:
         if not 0.0 <= flip_p <= 1.0:
             raise ConfigError(f"flip_p={flip_p!r} is not a probability in [0, 1]")
@@ -94,7 +95,7 @@ class TrainPairsDataset(Dataset):
                 "the image transform already flips images, so captions would not be mirrored; "
                 "build it with build_transforms(..., flip=False) and let the dataset flip (flip_p)"
             )
-        pairs = dataset.train_pairs()
+        pairs = dataset.train_pairs(identities)
         if not pairs:
             raise DatasetError(
                 f"{dataset.name} (root {dataset.root}) has no training captions; check its annotation file"

@@ -53,12 +53,13 @@ class Data:
     image_size: tuple[int, int]
     train_set: TrainPairsDataset | None = None
     noise: NoiseInjection | None = None
+    train_identities: int = 0  # the first N training identities only (0 = all), as data.train_identities
     _eval_sets: dict[tuple[str, str], Dataset] = field(default_factory=dict, repr=False)
 
     @property
     def num_classes(self) -> int:
         """The number of training identities (the ID classifier's outputs)."""
-        return len({r.pid for r in self.dataset.split("train")})
+        return self.train_identities or len({r.pid for r in self.dataset.split("train")})
 
     def has_split(self, split: str) -> bool:
         return self.dataset.has_split(split)
@@ -124,13 +125,18 @@ def build_data(cfg: Config, tokenizer: Tokenizer | None = None, *, train: bool =
     if tokenizer is None:
         tokenizer = build_tokenizer(cfg, dataset)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    data = Data(dataset=dataset, tokenizer=tokenizer, image_size=size)
+    data = Data(dataset=dataset, tokenizer=tokenizer, image_size=size, train_identities=cfg.data.train_identities)
     if train:
+        try:
+            pairs = dataset.train_pairs(cfg.data.train_identities)
+        except ValueError as err:
+            raise ConfigError(f"data.train_identities={cfg.data.train_identities}: {err}") from err
         if cfg.data.noise_rate > 0:
-            data.noise = inject_noise(dataset.train_pairs(), cfg.data.noise_rate, cfg.data.noise_seed)
+            data.noise = inject_noise(pairs, cfg.data.noise_rate, cfg.data.noise_seed)
         transform = build_transforms(size, train=True, flip=False, pad=cfg.data.pad, erase_p=cfg.data.erasing_p)
         data.train_set = TrainPairsDataset(dataset, tokenizer, transform, flip_p=cfg.data.flip_p, noise=data.noise,
-                                           cache_images=cfg.data.cache_images, part_maps=_part_maps(cfg, dataset))
+                                           cache_images=cfg.data.cache_images, part_maps=_part_maps(cfg, dataset),
+                                           identities=cfg.data.train_identities)
     return data
 
 

@@ -20,7 +20,16 @@ Files in ``out_dir`` (written by rank 0 only): ``config.yaml``; ``log.csv``
 (every ``log_every`` steps: epoch, step, lr, every loss and logged value,
 gradient norm; averaged over processes); ``metrics.json`` (each evaluation);
 ``best.pt`` and ``last.pt`` (atomic; see :mod:`tireid_lite.train.checkpoint`);
-``test_metrics.json`` (the best checkpoint on test).
+``test_metrics.json`` (the best checkpoint on test); ``epoch<e>.pt`` for the
+epochs listed in ``keep_epochs``.
+
+Branching (``branch_from``): runs that differ only in their noise partitioner
+are the same run until the partitioner first acts, after
+``train.partition_warmup_epochs``. A new run may therefore start from another
+run's checkpoint of an epoch within the warm-up (its ``epoch<e>.pt``) when the
+two configs differ in :data:`BRANCH_FREE_KEYS` alone; it continues exactly as
+it would have from scratch, because the warm-up epochs are bitwise the same
+(tested). The zoo uses this to train a shared warm-up once.
 
 Why a resumed run ends exactly where an uninterrupted one does: ``last.pt``
 holds the model, Adam's moments, the scheduler's step and the selection state
@@ -77,6 +86,8 @@ CHECKPOINT_KEYS = ("format", "model", "optimizer", "scheduler", "epoch", "step",
 # Keys that may change between an interrupted run and its resumption: they move
 # files or set parallelism, and do not change what is computed.
 RESUME_FREE_KEYS = ("data.root", "data.num_workers", "train.threads")
+# Keys in which a branch may differ from the run it starts from (within the partition warm-up).
+BRANCH_FREE_KEYS = RESUME_FREE_KEYS + ("train.partitioner",)
 SELECTION_METRIC = "R1"
 
 
@@ -113,14 +124,23 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_differences(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
-    """``key: saved -> given`` for every key (outside :data:`RESUME_FREE_KEYS`) whose value differs."""
+def config_differences(
+    saved: dict[str, Any], given: dict[str, Any], free: tuple[str, ...] = RESUME_FREE_KEYS
+) -> list[str]:
+    """``key: saved -> given`` for every key (outside ``free``) whose value differs."""
     old, new = _flatten(saved), _flatten(given)
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(set(old) | set(new))
-        if key not in RESUME_FREE_KEYS and old.get(key) != new.get(key)
+        if key not in free and old.get(key) != new.get(key)
     ]
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` through a temporary file (``target`` appears whole or not at all)."""
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(source.read_bytes())
+    os.replace(tmp, target)
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -186,7 +206,10 @@ class Trainer:
     ``build_model(cfg, data.tokenizer, data.num_classes)``; pass your own to
     train a variant. ``out_dir`` must be new or empty unless ``resume=True``,
     which continues from its ``last.pt`` (or starts afresh when there is none
-    yet). ``device`` defaults to CUDA when available.
+    yet). ``branch_from`` starts a new run from another run's checkpoint
+    within the partition warm-up (see the module docstring); ``keep_epochs``
+    lists epochs whose state is also kept as ``epoch<e>.pt``. ``device``
+    defaults to CUDA when available.
     """
 
     def __init__(
@@ -197,6 +220,8 @@ class Trainer:
         data: Data | None = None,
         model: nn.Module | None = None,
         resume: bool = False,
+        branch_from: str | os.PathLike[str] | None = None,
+        keep_epochs: tuple[int, ...] = (),
         device: str | None = None,
     ) -> None:
         self.cfg = validate(cfg)
@@ -208,8 +233,15 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.crash_at = _crash_step()
+        self.keep_epochs = tuple(int(e) for e in keep_epochs)
 
+        if branch_from is not None and resume:
+            raise ConfigError("resume=True continues a run in its own folder; it cannot also branch_from another run")
         resume_state = self._check_out_dir(resume)
+        source = self.out_dir / "last.pt"
+        if branch_from is not None:
+            source = Path(branch_from)
+            resume_state = self._branch_state(source)
         distributed.barrier()  # every rank has looked at out_dir before rank 0 writes to it
         seed_everything(cfg.train.seed)
         if data is None:
@@ -262,9 +294,13 @@ class Trainer:
         self._log_columns: list[str] | None = None
         if resume_state:
             self._restore(resume_state)
+            verb = "branching from" if branch_from is not None else "resuming"
+            self.say(f"{verb} {source}: epoch {self.epoch} done, step {self.step}")
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out_dir / "config.yaml")
+            if branch_from is not None:
+                self._start_branch(source)
             self._trim_log()
 
     # ------------------------------------------------------------------ set-up helpers
@@ -303,6 +339,54 @@ class Trainer:
             )
         return state
 
+    def _branch_state(self, path: Path) -> dict[str, Any]:
+        """The state of ``path`` when this run may branch from it (same config but the partitioner,
+        saved within the partition warm-up); one clear error otherwise."""
+        if not path.is_file():
+            raise ConfigError(f"cannot branch from {path}: no such checkpoint")
+        state = load_checkpoint(path)
+        require_keys(state, CHECKPOINT_KEYS, path)
+        changed = config_differences(state["config"], self.cfg.to_dict(), free=BRANCH_FREE_KEYS)
+        if changed:
+            raise ConfigError(
+                f"cannot branch from {path}: its config differs in more than the partitioner "
+                f"({'; '.join(changed[:3])}); branch only between runs that differ in train.partitioner"
+            )
+        warmup = self.cfg.train.partition_warmup_epochs
+        if int(state["epoch"]) > warmup:
+            raise ConfigError(
+                f"cannot branch from {path}: it was saved after epoch {state['epoch']}, past the partition "
+                f"warm-up (train.partition_warmup_epochs={warmup}), so its partitioner had already acted"
+            )
+        self._best_of_source(path, state)  # its best epoch so far must be at hand
+        return state
+
+    def _best_of_source(self, source: Path, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The state of the branch source's best epoch so far: the source itself, or its ``epoch<b>.pt``."""
+        best = state["best_epoch"]
+        if best is None or best == state["epoch"]:
+            return None
+        kept = source.parent / f"epoch{best}.pt"
+        if not kept.is_file():
+            raise ConfigError(
+                f"cannot branch from {source}: its best epoch so far ({best}) is not kept beside it as {kept.name}; "
+                f"train the source with keep_epochs covering the warm-up epochs"
+            )
+        return load_checkpoint(kept)
+
+    def _start_branch(self, source: Path) -> None:
+        """Give the branch its own ``best.pt`` (as of the branch point, with this run's config) and the
+        source's log up to the branch point."""
+        best = self._best_of_source(source, load_checkpoint(source))
+        if best is None:
+            if self.best_epoch is not None:
+                save_checkpoint(self.out_dir / "best.pt", self.state_dict())
+        else:
+            save_checkpoint(self.out_dir / "best.pt", {**best, "config": self.cfg.to_dict()})
+        source_log = source.parent / "log.csv"
+        if source_log.is_file():
+            _copy_file(source_log, self.out_dir / "log.csv")
+
     def _restore(self, state: dict[str, Any]) -> None:
         self.raw_model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -311,7 +395,6 @@ class Trainer:
         self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
         self.history = list(state["history"])
         set_rng_state(state["rng"])
-        self.say(f"resuming {self.out_dir / 'last.pt'}: epoch {self.epoch} done, step {self.step}")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything :meth:`_restore` needs, in types ``torch.load(weights_only=True)`` accepts."""
@@ -367,6 +450,8 @@ class Trainer:
                 state = self.state_dict()
                 if is_best:
                     save_checkpoint(self.out_dir / "best.pt", state)
+                if epoch in self.keep_epochs:
+                    save_checkpoint(self.out_dir / f"epoch{epoch}.pt", state)
                 save_checkpoint(self.out_dir / "last.pt", state)
                 self._write_metrics(has_val)
             distributed.barrier()
