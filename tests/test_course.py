@@ -122,3 +122,16 @@ def test_save_metrics_refuses_non_finite_numbers(tmp_path):
 def test_resolve_output_dir_defaults_to_a_temporary_folder(tmp_path):
     assert resolve_output_dir(str(tmp_path / "x"), "01_data") == tmp_path / "x"
     assert resolve_output_dir("", "01_data").name == "01_data"
+
+
+def test_ablation_overrides_shorten_cpu_runs_only():
+    from tireid_lite.config import apply_overrides, get_profile
+    from tireid_lite.errors import ConfigError
+    from tireid_lite.notebook import ablation_overrides
+
+    cfg = apply_overrides(get_profile("cpu"), ablation_overrides("cpu", epochs=3))
+    assert cfg.data.train_identities == 500 and cfg.train.num_epochs == 3
+    assert cfg.train.epoch_fraction * cfg.train.num_epochs == pytest.approx(1.0)
+    assert ablation_overrides("gpu", epochs=3) == []
+    with pytest.raises(ConfigError, match="epochs=0 is invalid"):
+        ablation_overrides("cpu", epochs=0)

@@ -73,3 +73,26 @@ def save_metrics(output_dir: str | os.PathLike, metrics: Mapping[str, Any]) -> P
         fh.write("\n")
     os.replace(tmp, target)
     return target
+
+
+# The cpu profile's ablation runs (notebooks 03-05): one pass over the first 500 training identities,
+# 62 steps of batch 64, about a quarter of a full cpu-profile run, so that a notebook can afford
+# several arms x seeds within the course budget. The gpu profile trains every arm in full.
+ABLATION_IDENTITIES = 500
+
+
+def ablation_overrides(profile: str, epochs: int = 1) -> list[str]:
+    """Config overrides that make an ablation arm short in the cpu profile, none in the gpu profile.
+
+    cpu: ``data.train_identities=500`` and one pass over them split into
+    ``epochs`` epochs (``train.epoch_fraction = 1 / epochs``), so a run with a
+    partition warm-up can still have epochs after it at the same cost.
+    Taught in ``03_kpdm_key_phrase_masking``.
+    """
+    profile = resolve_profile(profile)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs={epochs!r} is invalid; use a positive number of epochs")
+    if profile != "cpu":
+        return []
+    return [f"data.train_identities={ABLATION_IDENTITIES}", f"train.num_epochs={epochs}",
+            f"train.epoch_fraction={1.0 / epochs!r}"]
