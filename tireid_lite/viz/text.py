@@ -137,6 +137,7 @@ def plot_fmlm_weights(
     weights: Sequence[float],
     *,
     annotate: dict[str, tuple[float, float]] | None = None,
+    ylabel: str = "weight",
     title: str = "",
 ) -> Figure:
     """FMLM's weight of every vocabulary word against its corpus count (log-log), with named words marked.
@@ -157,7 +158,7 @@ def plot_fmlm_weights(
     ax.set_yscale("log")
     ax.axhline(1.0, color="grey", lw=0.6, ls="--")
     ax.set_xlabel("corpus count of the word")
-    ax.set_ylabel("weight before normalisation")
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
