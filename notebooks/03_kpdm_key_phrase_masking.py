@@ -35,8 +35,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tireid_lite.notebook import ablation_overrides, resolve_output_dir, resolve_profile, save_metrics
 from tireid_lite.models.kpdm import PhraseTable, phrase_cache_path, training_captions
+from tireid_lite.notebook import (
+    ablation_overrides,
+    mean_std_table,
+    resolve_output_dir,
+    resolve_profile,
+    save_metrics,
+)
 from tireid_lite.text.key_phrases import extract_key_phrases_batch, load_spacy
 from tireid_lite.text.masking import (
     IGNORE_INDEX,
@@ -249,18 +255,11 @@ def train_arms(arms: dict) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), models
 
 
-def mean_std(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """``mean ± std`` of R1 and mAP per arm, in ``order``."""
-    stats = runs.groupby("arm")[["R1", "mAP"]].agg(["mean", "std"]).reindex(order)
-    return pd.DataFrame({m: [f"{stats.loc[a, (m, 'mean')]:.2f} ± {stats.loc[a, (m, 'std')]:.2f}" for a in order]
-                         for m in ("R1", "mAP")}, index=order)
-
-
 runs, models = train_arms(ARMS)
 
 # %% tags=["nbval-ignore-output"]
 print(f"{profile} profile, SynthPEDES test, {len(seeds)} seeds:")
-print(mean_std(runs, list(ARMS)).to_string())
+print(mean_std_table(runs, list(ARMS)).to_string())
 print(runs.pivot(index="arm", columns="seed", values="train_s").round(1).to_string())
 
 # %% [markdown]

@@ -40,7 +40,13 @@ from tireid_lite.data.synth.materials import PART_CLASSES
 from tireid_lite.data.transforms import denormalize
 from tireid_lite.losses.mim import mim_targets, num_masked
 from tireid_lite.models.bilma import evaluate_mim
-from tireid_lite.notebook import ablation_overrides, resolve_output_dir, resolve_profile, save_metrics
+from tireid_lite.notebook import (
+    ablation_overrides,
+    mean_std_table,
+    resolve_output_dir,
+    resolve_profile,
+    save_metrics,
+)
 from tireid_lite.train.build import build_data
 from tireid_lite.viz.parts import show_mim_prediction, show_patch_labels
 from tireid_lite.zoo import get_or_train
@@ -212,13 +218,6 @@ def train_arms(arms: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def mean_std(runs: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """``mean ± std`` of R1 and mAP per arm, in ``order``."""
-    stats = runs.groupby("arm")[["R1", "mAP"]].agg(["mean", "std"]).reindex(order)
-    return pd.DataFrame({m: [f"{stats.loc[a, (m, 'mean')]:.2f} ± {stats.loc[a, (m, 'std')]:.2f}" for a in order]
-                         for m in ("R1", "mAP")}, index=order)
-
-
 component_runs = train_arms(COMPONENTS)
 
 # %%
@@ -232,7 +231,7 @@ print(paper_components.to_string())
 
 # %% tags=["nbval-ignore-output"]
 print(f"here ({profile} profile, SynthPEDES test, {len(seeds)} seeds):")
-print(mean_std(component_runs, list(COMPONENTS)).to_string())
+print(mean_std_table(component_runs, list(COMPONENTS)).to_string())
 
 # %% [markdown]
 # ## 5. Which target: pixels, mean colour or part label
@@ -251,7 +250,7 @@ print(paper_targets.to_string())
 
 # %% tags=["nbval-ignore-output"]
 print(f"here ({profile} profile, SynthPEDES test, {len(seeds)} seeds):")
-print(mean_std(target_runs, list(TARGETS)).to_string())
+print(mean_std_table(target_runs, list(TARGETS)).to_string())
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)

@@ -135,3 +135,16 @@ def test_ablation_overrides_shorten_cpu_runs_only():
     assert ablation_overrides("gpu", epochs=3) == []
     with pytest.raises(ConfigError, match="epochs=0 is invalid"):
         ablation_overrides("cpu", epochs=0)
+
+
+def test_mean_std_table_orders_rows_and_formats_mean_and_std():
+    import pandas as pd
+
+    from tireid_lite.notebook import mean_std_table
+
+    runs = pd.DataFrame({"arm": ["b", "b", "a", "a"], "R1": [10.0, 12.0, 5.0, 5.0], "mAP": [1.0, 3.0, 2.0, 2.0]})
+    table = mean_std_table(runs, ["b", "a"])
+    assert list(table.index) == ["b", "a"]
+    assert table.loc["b", "R1"] == "11.00 ± 1.41" and table.loc["a", "mAP"] == "2.00 ± 0.00"
+    with pytest.raises(ValueError, match=r"no runs for \['c'\]"):
+        mean_std_table(runs, ["c"])

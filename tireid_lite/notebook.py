@@ -96,3 +96,26 @@ def ablation_overrides(profile: str, epochs: int = 1) -> list[str]:
         return []
     return [f"data.train_identities={ABLATION_IDENTITIES}", f"train.num_epochs={epochs}",
             f"train.epoch_fraction={1.0 / epochs!r}"]
+
+
+def mean_std_table(runs, order, by: str = "arm", metrics=("R1", "mAP"), digits: int = 2):
+    """``mean ± std`` over seeds of each metric, one row per value of ``by`` in ``order`` (a DataFrame).
+
+    ``runs`` has one row per run with a ``by`` column and the ``metrics``
+    columns. With one run per row value the std is ``nan``. Taught in
+    ``03_kpdm_key_phrase_masking``.
+    """
+    import pandas as pd
+
+    missing = [c for c in (by, *metrics) if c not in runs.columns]
+    if missing:
+        raise ValueError(f"runs lacks the columns {missing}; it has {list(runs.columns)}")
+    unknown = [value for value in order if value not in set(runs[by])]
+    if unknown:
+        raise ValueError(f"no runs for {unknown} in column {by!r}")
+    stats = runs.groupby(by)[list(metrics)].agg(["mean", "std"]).reindex(list(order))
+    return pd.DataFrame(
+        {m: [f"{stats.loc[v, (m, 'mean')]:.{digits}f} ± {stats.loc[v, (m, 'std')]:.{digits}f}" for v in order]
+         for m in metrics},
+        index=list(order),
+    )

@@ -26,6 +26,17 @@ def _check_maps(image: np.ndarray, grids: Sequence[np.ndarray], patch_size: int)
     return rows, cols
 
 
+def _finish(fig: Figure, axes, title: str) -> Figure:
+    """Bare axes, the figure's title, a tight layout."""
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def show_attention_layers(
     image: np.ndarray, maps: Sequence[np.ndarray], titles: Sequence[str], patch_size: int, *, title: str = ""
 ) -> Figure:
@@ -46,13 +57,7 @@ def show_attention_layers(
         ax.imshow(image, interpolation="nearest")
         ax.imshow(up, cmap="inferno", alpha=0.65, vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(name, fontsize=8)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, title)
 
 
 def show_kept_patches(
@@ -77,10 +82,4 @@ def show_kept_patches(
         axes[1].add_patch(Rectangle((c * patch_size - 0.5, r * patch_size - 0.5), patch_size, patch_size,
                                     fill=False, ec="black", lw=1.2))
     part_legend(axes[1], sorted(set(np.unique(labels).tolist())))
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, axes, title)
