@@ -35,12 +35,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from tireid_lite.data.torch_data import read_image
 from tireid_lite.data.transforms import build_transforms, denormalize
-from tireid_lite.models.kpdm import pair_features, per_pair_tal
+from tireid_lite.models.kpdm import pair_features, view_losses, view_similarities
 from tireid_lite.notebook import ablation_overrides, resolve_output_dir, resolve_profile, save_metrics
 from tireid_lite.train.build import build_data
 from tireid_lite.train.partition import ccd_partition, detection_scores, tcp_partition
@@ -146,10 +145,8 @@ def warmup_view(rate: float, s: int):
     head = trained.model.heads["tal"]
     image_feats, text_feats = pair_features(trained.model, data.train_set, data.image_size,
                                             batch_size=2 * trained.cfg.train.batch_size)
-    views = list(zip(head.split_views(image_feats), head.split_views(text_feats)))
-    sims = [(F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(-1).numpy() for a, b in views]
-    pids = torch.from_numpy(np.asarray(data.train_set.pids))
-    losses = [per_pair_tal(a, b, pids, trained.cfg.train.batch_size, head.margin, head.tau).numpy() for a, b in views]
+    sims = view_similarities(head, image_feats, text_feats)  # what TCP reads
+    losses = view_losses(head, image_feats, text_feats, data.train_set.pids, trained.cfg.train.batch_size)  # CCD's
     return data.train_set, sims, losses, head
 
 

@@ -473,6 +473,25 @@ def per_pair_tal(
     return torch.cat(losses)  # (N,)
 
 
+def view_similarities(head: AlignmentHead, image_feats: Tensor, text_feats: Tensor) -> list[np.ndarray]:
+    """Cosine similarity of each pair's own image and caption in each view (global, TSE): two (N,) arrays.
+
+    ``image_feats`` and ``text_feats`` (N, F) as :func:`pair_features` returns them;
+    what TCP reads. With ``model.tse=false`` the one view comes twice.
+    """
+    views = zip(head.split_views(image_feats), head.split_views(text_feats))
+    return [(F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1).cpu().numpy() for img, txt in views]
+
+
+def view_losses(
+    head: AlignmentHead, image_feats: Tensor, text_feats: Tensor, pids: np.ndarray, batch_size: int
+) -> list[np.ndarray]:
+    """Each pair's TAL in each view, over consecutive batches of ``batch_size`` pairs: two (N,) arrays (CCD's input)."""
+    pid_tensor = torch.as_tensor(np.asarray(pids)).to(image_feats.device)
+    views = zip(head.split_views(image_feats), head.split_views(text_feats))
+    return [per_pair_tal(img, txt, pid_tensor, batch_size, head.margin, head.tau).cpu().numpy() for img, txt in views]
+
+
 def partition_training_pairs(model: TIReIDModel, head: AlignmentHead, trainer: Any) -> dict[str, float | int]:
     """Run ``head.partitioner`` over the training set; set ``model.pair_weights``; return the epoch's stats."""
     from tireid_lite.train.partition import ccd_partition, detection_scores, tcp_partition
@@ -482,15 +501,12 @@ def partition_training_pairs(model: TIReIDModel, head: AlignmentHead, trainer: A
         model, train_set, trainer.data.image_size, batch_size=2 * cfg.train.batch_size, device=trainer.device,
         amp_dtype=trainer.amp_dtype, num_workers=cfg.data.num_workers,
     )
-    views = list(zip(head.split_views(image_feats), head.split_views(text_feats)))  # [(image, text)] x 2
     pids = np.asarray(train_set.pids)
     if head.partitioner == "tcp":
-        sims = [(F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1).cpu().numpy() for img, txt in views]
+        sims = view_similarities(head, image_feats, text_feats)
         partition = tcp_partition(sims[0], sims[1], pids)
     elif head.partitioner == "ccd":
-        pid_tensor = torch.from_numpy(pids).to(image_feats.device)
-        losses = [per_pair_tal(img, txt, pid_tensor, cfg.train.batch_size, head.margin, head.tau).cpu().numpy()
-                  for img, txt in views]
+        losses = view_losses(head, image_feats, text_feats, pids, cfg.train.batch_size)
         partition = ccd_partition(losses[0], losses[1], seed=head.seed)
     else:
         raise ConfigError(f"config key 'train.partitioner' is {head.partitioner!r}; use none, ccd or tcp")

@@ -234,6 +234,7 @@ class Trainer:
         self.amp_dtype = resolve_amp(cfg.train.amp, self.device)
         self.crash_at = _crash_step()
         self.keep_epochs = tuple(int(e) for e in keep_epochs)
+        self._branch_best: dict[str, Any] | None = None  # the branch source's best state, when it is not the source
 
         if branch_from is not None and resume:
             raise ConfigError("resume=True continues a run in its own folder; it cannot also branch_from another run")
@@ -358,7 +359,7 @@ class Trainer:
                 f"cannot branch from {path}: it was saved after epoch {state['epoch']}, past the partition "
                 f"warm-up (train.partition_warmup_epochs={warmup}), so its partitioner had already acted"
             )
-        self._best_of_source(path, state)  # its best epoch so far must be at hand
+        self._branch_best = self._best_of_source(path, state)  # its best epoch so far must be at hand
         return state
 
     def _best_of_source(self, source: Path, state: dict[str, Any]) -> dict[str, Any] | None:
@@ -377,7 +378,7 @@ class Trainer:
     def _start_branch(self, source: Path) -> None:
         """Give the branch its own ``best.pt`` (as of the branch point, with this run's config) and the
         source's log up to the branch point."""
-        best = self._best_of_source(source, load_checkpoint(source))
+        best = self._branch_best
         if best is None:
             if self.best_epoch is not None:
                 save_checkpoint(self.out_dir / "best.pt", self.state_dict())
