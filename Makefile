@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 course: setup
 	$(BIN)/tireid course --runs-dir runs
 
-## The whole test suite: unit tests, notebook regression (papermill), nbval, pair sync.
+## The whole test suite: the import layers (lint-imports), unit tests, notebook regression (papermill),
+## nbval, pair sync.
 test: setup
+	$(BIN)/lint-imports
 	@$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 1200; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure"; fi; \

@@ -34,7 +34,8 @@ from tireid_lite.data.synth import (
     sample_identity,
     sample_scene,
 )
-from tireid_lite.data.synth.generate import PNG_LEVEL, WRITER_THREADS, cache_dir
+from tireid_lite.cache import cache_dir
+from tireid_lite.data.synth.generate import PNG_LEVEL, WRITER_THREADS
 from tireid_lite.data.synth.png import encode_png
 
 FULL = dict(ids_train=500, ids_val=100, ids_test=200, images_per_id=4)  # generate_synth's defaults

@@ -32,7 +32,8 @@ import torch
 
 from run_all import budget_met
 from tireid_lite.config import apply_overrides, get_profile
-from tireid_lite.train.build import build_data, build_train_loader, set_loader_epoch
+from tireid_lite.data.build import build_data
+from tireid_lite.train.build import build_train_loader, build_training_data, set_loader_epoch
 from tireid_lite.train.trainer import Trainer
 
 BATCH = 64
@@ -53,7 +54,7 @@ def time_steps(method: str, steps: int) -> dict[str, float]:
 
     cfg = apply_overrides(get_profile("cpu"), [f"model.method={method}", f"train.batch_size={BATCH}"])
     torch.manual_seed(0)
-    data = build_data(cfg)
+    data = build_training_data(cfg)  # with the part maps bilma's semantic target reads
     model = build_model(cfg, data.tokenizer, data.num_classes)
     if hasattr(model, "prepare"):
         model.prepare(data)  # kpdm parses the captions' key phrases (cached) before its hook is used
@@ -86,7 +87,7 @@ def time_steps(method: str, steps: int) -> dict[str, float]:
 
 def time_warm_start() -> dict[str, float]:
     """The cpu profile's attribute pretraining of the towers, timed from cached data (made once per cache)."""
-    from tireid_lite.train.build import dataset_root
+    from tireid_lite.data.build import dataset_root
     from tireid_lite.train.warm_start import pretrain_config, pretrain_towers
 
     cfg = get_profile("cpu")

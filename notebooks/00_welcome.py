@@ -27,14 +27,13 @@
 # **Run time on cpu**: under a minute (the first run also generates SynthPEDES, a few seconds more).
 
 # %%
-import dataclasses
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from tireid_lite.config import get_profile
+from tireid_lite.config import flatten, get_profile
 from tireid_lite.data.readers import read_dataset
 from tireid_lite.envinfo import environment_report
 from tireid_lite.eval.colour_matching import (
@@ -45,7 +44,7 @@ from tireid_lite.eval.colour_matching import (
 )
 from tireid_lite.eval.metrics import retrieval_metrics
 from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metrics
-from tireid_lite.train.build import dataset_root
+from tireid_lite.data.build import dataset_root
 from tireid_lite.viz.retrieval import show_rankings
 
 # %%
@@ -216,17 +215,6 @@ print(table.round(2).to_string(na_rep="-"))
 # local folder with the papers' settings. The keys where they differ:
 
 # %%
-def flatten(cfg_dict: dict, prefix: str = "") -> dict:
-    """``{"data": {"root": ""}}`` -> ``{"data.root": ""}``."""
-    flat = {}
-    for key, value in cfg_dict.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 cpu, gpu = (flatten(get_profile(name).to_dict()) for name in ("cpu", "gpu"))
 differ = [key for key in cpu if cpu[key] != gpu[key]]
 profiles = pd.DataFrame({"cpu": [str(cpu[k]) for k in differ], "gpu": [str(gpu[k]) for k in differ]}, index=differ)

@@ -50,7 +50,6 @@ from tireid_lite.data.readers import FORMATS, read_dataset
 from tireid_lite.data.records import SPLITS
 from tireid_lite.data.synth import (
     CLOTHING_COLOURS,
-    PART_CLASSES,
     VIEWS,
     Identity,
     attribute_differences,

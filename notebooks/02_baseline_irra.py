@@ -38,12 +38,12 @@ import torch.nn.functional as F
 from tireid_lite.config import get_profile
 from tireid_lite.data.transforms import denormalize
 from tireid_lite.eval.colour_matching import COLOUR_WORDS
-from tireid_lite.eval.metrics import retrieval_metrics
+from tireid_lite.eval.metrics import rank_gallery, retrieval_metrics
 from tireid_lite.eval.retrieval import evaluate, extract_features
 from tireid_lite.losses.matching import infonce_loss, sdm_loss
-from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metrics
+from tireid_lite.notebook import mean_std_table, resolve_output_dir, resolve_profile, save_metrics
 from tireid_lite.text.masking import IGNORE_INDEX
-from tireid_lite.train.build import build_data
+from tireid_lite.data.build import build_data
 from tireid_lite.train.warm_start import SEED_OFFSET, ensure_warm_start
 from tireid_lite.viz.retrieval import show_rankings
 from tireid_lite.viz.training import (
@@ -362,9 +362,10 @@ sim = model.similarity(t_feats, g_feats).numpy()  # (Q, G)
 q_pids, g_pids = np.array(test.query_pids), np.array(test.gallery_pids)
 rng = np.random.default_rng(seed)
 shown = sorted(rng.choice(len(q_pids), size=3, replace=False).tolist())
+top = rank_gallery(sim, TOP_K)  # (Q, TOP_K) best first, ties to the lower gallery index (as the metrics)
 rows, correct, scores = [], [], []
 for qi in shown:
-    order = np.argsort(-sim[qi], kind="stable")[:TOP_K]
+    order = top[qi]
     rows.append([denormalize(gallery[g]["images"]).permute(1, 2, 0).numpy() for g in order])
     correct.append([bool(g_pids[g] == q_pids[qi]) for g in order])
     scores.append([float(sim[qi, g]) for g in order])
@@ -402,12 +403,7 @@ trained_runs = {(method, s): get_or_train(method, profile, s) for method in METH
 # %% tags=["nbval-ignore-output"]
 runs = pd.DataFrame([{"method": method, "seed": s, **trained.test_metrics, "train_s": trained.train_seconds()}
                      for (method, s), trained in trained_runs.items()])
-summary = runs.groupby("method")[["R1", "R5", "R10", "mAP", "mINP"]].agg(["mean", "std"])
-table = pd.DataFrame({
-    metric: [f"{summary.loc[m, (metric, 'mean')]:.2f} ± {summary.loc[m, (metric, 'std')]:.2f}" for m in METHODS]
-    for metric in ("R1", "R5", "R10", "mAP", "mINP")
-}, index=list(METHODS))
-print(table.to_string())
+print(mean_std_table(runs, METHODS, by="method", metrics=("R1", "R5", "R10", "mAP", "mINP")).to_string())
 
 # %% [markdown]
 # How long each run trained (evaluation excluded) on this machine:

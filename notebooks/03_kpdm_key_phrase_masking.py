@@ -35,13 +35,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tireid_lite.models.kpdm import PhraseTable, phrase_cache_path, training_captions
+from tireid_lite.data.build import build_data
+from tireid_lite.data.torch_data import training_captions
 from tireid_lite.notebook import (
     ablation_overrides,
     mean_std_table,
     resolve_output_dir,
     resolve_profile,
     save_metrics,
+    train_arms,
 )
 from tireid_lite.text.key_phrases import extract_key_phrases_batch, load_spacy
 from tireid_lite.text.masking import (
@@ -51,15 +53,16 @@ from tireid_lite.text.masking import (
     expected_masked_tokens,
     token_offsets,
 )
-from tireid_lite.train.build import build_data
+from tireid_lite.text.phrase_table import PhraseTable, phrase_cache_path
 from tireid_lite.viz.text import plot_budget, plot_parse, show_masks
-from tireid_lite.zoo import get_or_train, zoo_config
+from tireid_lite.zoo import zoo_config
 
 # %%
 NOTEBOOK = "03_kpdm_key_phrase_masking"
 # The comparison: KPDM with its masked words chosen at random (as IRRA) or as whole key phrases. The
 # other parts of KPDM (cross-layer importance, FMLM, the token-selection embedding) are on in both arms.
-ARMS = {"random": ("model.mask_strategy=random",), "phrase": ("model.mask_strategy=phrase",)}
+ARMS = {"random": ("kpdm", ("model.kpdm.mask_strategy=random",)),
+        "phrase": ("kpdm", ("model.kpdm.mask_strategy=phrase",))}
 # Captions in the style of CUHK-PEDES, ICFG-PEDES and RSTPReid annotators (written for this course).
 REAL_STYLE = [
     "A woman with long black hair is wearing a red and white striped shirt, dark blue jeans and brown leather shoes.",
@@ -244,18 +247,7 @@ plt.show()
 # no paper table to set beside this one.
 
 # %% tags=["nbval-ignore-output"]
-def train_arms(arms: dict) -> tuple[pd.DataFrame, dict]:
-    """Train (or load) every arm over the seeds: one row per (arm, seed) and the models by (arm, seed)."""
-    rows, models = [], {}
-    for arm, overrides in arms.items():
-        for s in seeds:
-            trained = get_or_train("kpdm", profile, s, overrides=[*short, *overrides])
-            models[arm, s] = trained
-            rows.append({"arm": arm, "seed": s, **trained.test_metrics, "train_s": trained.train_seconds()})
-    return pd.DataFrame(rows), models
-
-
-runs, models = train_arms(ARMS)
+runs, models = train_arms(ARMS, profile, seeds, shared=short)
 
 # %% tags=["nbval-ignore-output"]
 print(f"{profile} profile, SynthPEDES test, {len(seeds)} seeds:")

@@ -36,7 +36,7 @@ import torch
 
 from tireid_lite.data.patch_labels import ParsingMaps, patch_labels
 from tireid_lite.data.transforms import denormalize
-from tireid_lite.losses.mlm import corpus_token_counts, frequency_weights
+from tireid_lite.losses.mlm import frequency_weights
 from tireid_lite.models.patch_importance import (
     cls_attention,
     gather_tokens,
@@ -46,7 +46,8 @@ from tireid_lite.models.patch_importance import (
     select_patches,
 )
 from tireid_lite.notebook import ablation_overrides, resolve_output_dir, resolve_profile, save_metrics
-from tireid_lite.train.build import build_data
+from tireid_lite.data.build import build_data
+from tireid_lite.text.corpus import corpus_token_counts
 from tireid_lite.viz.attention import show_attention_layers, show_kept_patches
 from tireid_lite.viz.text import plot_fmlm_weights
 from tireid_lite.zoo import get_or_train
@@ -56,10 +57,10 @@ NOTEBOOK = "04_kpdm_patch_importance_fmlm"
 # KPDM's parts switched on one after the other (each row adds one part to the row above). The last
 # two rows are the two arms of 03_kpdm_key_phrase_masking, read from the model cache.
 LADDER = {
-    "none (RDE-style + MLM)": ("model.mask_strategy=random", "model.fmlm_alpha=0", "model.select_ratio=1.0"),
-    "+ patch importance": ("model.mask_strategy=random", "model.fmlm_alpha=0"),
-    "+ FMLM": ("model.mask_strategy=random",),
-    "+ phrase masking (= KPDM)": ("model.mask_strategy=phrase",),
+    "none (RDE-style + MLM)": ("model.kpdm.mask_strategy=random", "model.kpdm.fmlm_alpha=0", "model.kpdm.select_ratio=1.0"),
+    "+ patch importance": ("model.kpdm.mask_strategy=random", "model.kpdm.fmlm_alpha=0"),
+    "+ FMLM": ("model.kpdm.mask_strategy=random",),
+    "+ phrase masking (= KPDM)": ("model.kpdm.mask_strategy=phrase",),
 }
 NAMED_WORDS = ("a", "the", "shirt", "black", "with", "burgundy", "plaid", "khaki")
 
@@ -83,7 +84,7 @@ print(f"profile: {profile}; seeds {seeds}; short-run overrides {short}")
 # A ViT's class token gathers the image into one vector by attending to the patches. Its attention
 # row (heads averaged) is a map of where it looks. KPDM estimates each patch's importance **across
 # layers**; our reading (PAPERS.md): average the class token's attention over the last $L$ layers
-# (`model.importance_layers`, 2 here), or follow it through the layers with attention rollout.
+# (`model.kpdm.importance_layers`, 2 here), or follow it through the layers with attention rollout.
 # Here are the maps of a trained KPDM model (the phrase-masking run of notebook 03) for one test image.
 
 # %% tags=["nbval-ignore-output"]
@@ -101,7 +102,7 @@ image = denormalize(images[0]).permute(1, 2, 0).numpy()  # (H, W, 3)
 rows, cols = image.shape[0] // patch, image.shape[1] // patch
 with torch.no_grad():
     attentions = model.image_tower(images, return_attention=True).attentions  # per layer (1, heads, 1+N, 1+N)
-layers = cfg.model.importance_layers
+layers = cfg.model.kpdm.importance_layers
 per_layer = [cls_attention([a], 1)[0].reshape(rows, cols).numpy() for a in attentions]  # (rows, cols) each
 importance = patch_importance(attentions, layers, "mean")  # (1, N)
 rollout = patch_importance(attentions, len(attentions), "rollout")  # (1, N)
@@ -114,13 +115,13 @@ print(f"{len(attentions)} layers, {rows}x{cols} = {rows * cols} patches")
 # %% [markdown]
 # ## 2. Kept and dropped patches
 #
-# KPDM keeps the top `model.select_ratio` of the patches (0.5, its released value) and drops the
+# KPDM keeps the top `model.kpdm.select_ratio` of the patches (0.5, its released value) and drops the
 # rest: only the class token and the kept patches reach the cross-modal module and the
 # token-selection embedding. SynthPEDES knows where the person is, so we can ask how many kept
 # patches lie on the person (a patch whose label is not background, as in notebook 06).
 
 # %%
-ratio = cfg.model.select_ratio
+ratio = cfg.model.kpdm.select_ratio
 keep_idx = select_patches(importance, ratio)  # (1, K)
 kept = keep_mask(keep_idx, rows * cols)[0].reshape(rows, cols).numpy()  # (rows, cols) bool
 maps_of = ParsingMaps.for_dataset(data.dataset)
@@ -197,7 +198,7 @@ with torch.no_grad():
 # KPDM names a frequency-based masked-language loss without publishing its form. Our reading: each
 # masked word's cross-entropy is weighted by its inverse corpus frequency relative to the median word,
 # $u_t = \mathrm{clip}\big((f_t / f_{med})^{-\alpha}, 0.1, 10\big)$, normalised to mean 1 over the
-# batch's masked words ($\alpha$ = `model.fmlm_alpha`, 0.5; $\alpha = 0$ is plain MLM). A typical word
+# batch's masked words ($\alpha$ = `model.kpdm.fmlm_alpha`, 0.5; $\alpha = 0$ is plain MLM). A typical word
 # weighs about 1, "a" and "the" much less, a rare colour much more. Here every word of the training
 # vocabulary, its weight normalised over the vocabulary:
 
@@ -207,12 +208,12 @@ counts = corpus_token_counts(tokenizer, [pair.caption for pair in data.train_set
 
 # %%
 seen = np.flatnonzero(counts > 0)  # ids of words the training captions use
-weights = frequency_weights(torch.from_numpy(seen)[None], counts, alpha=cfg.model.fmlm_alpha)[0].numpy()  # (S,)
+weights = frequency_weights(torch.from_numpy(seen)[None], counts, alpha=cfg.model.kpdm.fmlm_alpha)[0].numpy()  # (S,)
 words = tokenizer.convert_ids_to_tokens(seen.tolist())
 by_word = pd.DataFrame({"count": counts[seen], "weight": weights}, index=words)
 named = {w: (by_word.loc[w, "count"], by_word.loc[w, "weight"]) for w in NAMED_WORDS if w in by_word.index}
 plot_fmlm_weights(by_word["count"], by_word["weight"], annotate=named, ylabel="weight (mean 1 over these words)",
-                  title=f"FMLM weights, alpha {cfg.model.fmlm_alpha}: {len(seen)} words of the training captions")
+                  title=f"FMLM weights, alpha {cfg.model.kpdm.fmlm_alpha}: {len(seen)} words of the training captions")
 plt.show()
 print(by_word.loc[list(named)].round(3).to_string())
 
@@ -291,13 +292,13 @@ print(f"metrics written to {output_dir / 'metrics.json'}")
 # - SynthPEDES's part maps measure that directly: the share of kept patches on the person against
 #   the share of all patches.
 # - FMLM weighs each masked word by its rarity; "a" weighs little, a rare colour up to the clip.
-# - Each part can be switched on or off by a config key (`model.select_ratio`, `model.fmlm_alpha`,
-#   `model.mask_strategy`); the ladder above measures them one after the other.
+# - Each part can be switched on or off by a config key (`model.kpdm.select_ratio`, `model.kpdm.fmlm_alpha`,
+#   `model.kpdm.mask_strategy`); the ladder above measures them one after the other.
 #
 # ## Exercises
 #
-# 1. Use attention rollout for training: `overrides=[*short, "model.importance_method=rollout"]`.
+# 1. Use attention rollout for training: `overrides=[*short, "model.kpdm.importance_method=rollout"]`.
 #    Does the share of kept patches on the person change? Does retrieval?
-# 2. Keep fewer patches (`model.select_ratio=0.25`). Where do the dropped person patches lie?
+# 2. Keep fewer patches (`model.kpdm.select_ratio=0.25`). Where do the dropped person patches lie?
 # 3. Set `fmlm_alpha` to 1.0 and plot the weights again: which words hit the clip at 10?
 # 4. Run the ladder with `num_seeds=2` and compare the spread with notebook 03's.

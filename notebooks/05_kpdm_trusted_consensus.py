@@ -37,13 +37,15 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
+from tireid_lite.data.build import build_data
 from tireid_lite.data.torch_data import read_image
 from tireid_lite.data.transforms import build_transforms, denormalize
-from tireid_lite.models.kpdm import pair_features, view_losses, view_similarities
-from tireid_lite.notebook import ablation_overrides, resolve_output_dir, resolve_profile, save_metrics
-from tireid_lite.train.build import build_data
-from tireid_lite.train.partition import ccd_partition, detection_scores, tcp_partition
-from tireid_lite.train.trainer import load_trained
+from tireid_lite.models.trained import load_trained
+from tireid_lite.notebook import ablation_overrides, mean_std_table, resolve_output_dir, resolve_profile, save_metrics
+from tireid_lite.train.ccd import ccd_partition
+from tireid_lite.train.noise import pair_features, view_losses, view_similarities
+from tireid_lite.train.partition import detection_scores
+from tireid_lite.train.tcp import tcp_partition
 from tireid_lite.viz.data import show_noisy_pair
 from tireid_lite.viz.noise import plot_detection, plot_identity_similarities, plot_similarity_histograms
 from tireid_lite.zoo import get_or_train, zoo_config
@@ -142,15 +144,16 @@ def warmup_view(rate: float, s: int):
     """Pair similarities of both views and the per-pair TAL after the warm-up epoch of (rate, seed)."""
     trained = load_trained(models[rate, s, "none"].folder / "epoch1.pt")
     data = build_data(trained.cfg, trained.tokenizer)
-    head = trained.model.heads["tal"]
-    image_feats, text_feats = pair_features(trained.model, data.train_set, data.image_size,
+    model, kpdm = trained.model, trained.cfg.model.kpdm
+    image_feats, text_feats = pair_features(model, data.train_set, data.image_size,
                                             batch_size=2 * trained.cfg.train.batch_size)
-    sims = view_similarities(head, image_feats, text_feats)  # what TCP reads
-    losses = view_losses(head, image_feats, text_feats, data.train_set.pids, trained.cfg.train.batch_size)  # CCD's
-    return data.train_set, sims, losses, head
+    sims = view_similarities(model, image_feats, text_feats)  # what TCP reads
+    losses = view_losses(model, image_feats, text_feats, data.train_set.pids, trained.cfg.train.batch_size,
+                         kpdm.tal_margin, kpdm.tal_tau)  # CCD's
+    return data.train_set, sims, losses
 
 
-train50, sims50, losses50, head50 = warmup_view(0.5, seed)
+train50, sims50, losses50 = warmup_view(0.5, seed)
 noisy50 = np.asarray(train50.noisy)
 auc = {name: float(roc_auc_score(~noisy50, s)) for name, s in zip(("global", "TSE"), sims50)}
 plot_similarity_histograms({f"global (AUC {auc['global']:.2f})": sims50[0], f"TSE (AUC {auc['TSE']:.2f})": sims50[1]},
@@ -187,7 +190,7 @@ plt.show()
 # start of epoch 2:
 
 # %%
-ccd = ccd_partition(losses50[0], losses50[1], seed=head50.seed)
+ccd = ccd_partition(losses50[0], losses50[1], seed=seed)  # the run's train.seed, as the Trainer passes it
 tcp = tcp_partition(sims50[0], sims50[1], pids50)
 partition_table = pd.DataFrame({
     name: {**part.counts(), **{k: detection_scores(part, noisy50)[k] for k in ("precision", "recall", "f1")}}
@@ -239,13 +242,10 @@ print("clean pairs flagged noisy at 0% noise: " + ", ".join(f"{k.upper()} {v:.1f
 # KPDM reports its results on clean data only. Short runs on a CPU are far from either setting.
 
 # %% tags=["nbval-ignore-output"]
-def cell(values: pd.Series) -> str:
-    return f"{values.mean():.2f} ± {values.std():.2f}"
-
-
 for metric in ("R1", "mAP"):
-    table = runs.pivot_table(index="noise", columns="partitioner", values=metric, aggfunc=cell)[list(PARTITIONERS)]
-    table.index = [f"{rate:.0%} noise" for rate in table.index]
+    table = pd.DataFrame({f"{rate:.0%} noise": mean_std_table(runs[runs["noise"] == rate], PARTITIONERS,
+                                                              by="partitioner", metrics=(metric,))[metric]
+                          for rate in NOISE_RATES}).T
     print(f"test {metric} ({profile} profile, {len(seeds)} seeds):")
     print(table.to_string())
     print()
@@ -307,6 +307,6 @@ print(f"metrics written to {output_dir / 'metrics.json'}")
 #    above. How do precision and recall change at 0% and at 50% noise?
 # 2. Train a longer warm-up (`train.partition_warmup_epochs=2` with five epochs). Are the similarity
 #    histograms further apart?
-# 3. Use one view only (`model.tse=false`): how often does the partition now say "uncertain"?
+# 3. Use one view only (`model.kpdm.tse=false`): how often does the partition now say "uncertain"?
 # 4. At 80% noise whole identities are noisy. What does TCP, which compares a pair with its own
 #    identity's pairs, make of an identity whose pairs are mostly noisy?

@@ -35,10 +35,12 @@ import pandas as pd
 import torch
 
 from tireid_lite.config import get_profile
+from tireid_lite.data.build import build_data
+from tireid_lite.data.mim_targets import mim_targets
 from tireid_lite.data.patch_labels import ParsingMaps, patch_labels
 from tireid_lite.data.synth.materials import PART_CLASSES
 from tireid_lite.data.transforms import denormalize
-from tireid_lite.losses.mim import mim_targets, num_masked
+from tireid_lite.losses.mim import num_masked
 from tireid_lite.models.bilma import evaluate_mim
 from tireid_lite.notebook import (
     ablation_overrides,
@@ -46,8 +48,8 @@ from tireid_lite.notebook import (
     resolve_output_dir,
     resolve_profile,
     save_metrics,
+    train_arms,
 )
-from tireid_lite.train.build import build_data
 from tireid_lite.viz.parts import show_mim_prediction, show_patch_labels
 from tireid_lite.zoo import get_or_train
 
@@ -63,8 +65,8 @@ COMPONENTS = {
 }
 # BiLMa's target comparison, MLM and MIM both on; the semantic one is "both" above.
 TARGETS = {
-    "pixels": ("bilma", ("model.mim_target=pixels",)),
-    "RGB": ("bilma", ("model.mim_target=rgb",)),
+    "pixels": ("bilma", ("model.bilma.mim_target=pixels",)),
+    "RGB": ("bilma", ("model.bilma.mim_target=rgb",)),
     "SemMIM": ("bilma", ()),
 }
 
@@ -145,7 +147,7 @@ plt.show()
 # ## 3. The MIM head of a trained model
 #
 # We take BiLMa (MLM and SemMIM on) from the model cache, mask as many patches of the image above as
-# training does (`model.mim_ratio`), all on the person, let the masked image read its own caption, and
+# training does (`model.bilma.mim_ratio`), all on the person, let the masked image read its own caption, and
 # compare the head's part predictions with the true labels: green outlines are right, red wrong.
 
 # %% tags=["nbval-ignore-output"]
@@ -208,17 +210,7 @@ plt.show()
 # the full model best on all three.
 
 # %% tags=["nbval-ignore-output"]
-def train_arms(arms: dict) -> pd.DataFrame:
-    """Train (or load) every arm over the seeds; one row per (arm, seed) with its test metrics."""
-    rows = []
-    for arm, (method, overrides) in arms.items():
-        for s in seeds:
-            trained = get_or_train(method, profile, s, overrides=[*short, *overrides])
-            rows.append({"arm": arm, "seed": s, **trained.test_metrics, "train_s": trained.train_seconds()})
-    return pd.DataFrame(rows)
-
-
-component_runs = train_arms(COMPONENTS)
+component_runs, _ = train_arms(COMPONENTS, profile, seeds, shared=short)
 
 # %%
 paper_components = pd.DataFrame(
@@ -240,7 +232,7 @@ print(mean_std_table(component_runs, list(COMPONENTS)).to_string())
 # beta 1) puts SemMIM first, mean colours and features in the middle and raw pixels last.
 
 # %% tags=["nbval-ignore-output"]
-target_runs = train_arms(TARGETS)
+target_runs, _ = train_arms(TARGETS, profile, seeds, shared=short)
 
 # %%
 paper_targets = pd.DataFrame({"CUHK R1": [72.86, 73.07, 74.03], "CUHK mAP": [65.61, 66.01, 66.57]},
@@ -320,7 +312,7 @@ print(f"metrics written to {output_dir / 'metrics.json'}")
 #
 # 1. Change the coverage threshold: what fraction of patches becomes background at coverage 0.25
 #    and 0.75 (`patch_labels(part_map, patch, coverage=...)`)? Which parts lose the most patches?
-# 2. Mask more: train `get_or_train("bilma", profile, seed, overrides=[*short, "model.mim_ratio=0.5"])`. Does
+# 2. Mask more: train `get_or_train("bilma", profile, seed, overrides=[*short, "model.bilma.mim_ratio=0.5"])`. Does
 #    the MIM accuracy drop, and does retrieval change?
 # 3. Hide the caption from the MIM head: in a copy of `MaskedImageHead.predictions`, pass an all-padding
 #    caption. How much of the head's accuracy came from the text?

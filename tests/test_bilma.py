@@ -11,7 +11,8 @@ from tireid_lite.data.torch_data import read_image
 from tireid_lite.data.transforms import denormalize
 from tireid_lite.models import build_model
 from tireid_lite.models.bilma import MaskedImageHead, mim_output_size
-from tireid_lite.train.build import build_data
+from tireid_lite.data.build import build_data
+from tireid_lite.train.build import build_training_data
 from tireid_lite.train.trainer import Trainer
 from tireid_lite.train.warm_start import apply_warm_start, ensure_warm_start
 
@@ -20,7 +21,7 @@ TINY = [
     "data.synth_images_per_id=2", "data.image_size=[48,16]", "data.max_length=48", "data.pad=3",
     "model.method=bilma", "model.image_width=32", "model.image_depth=1", "model.image_heads=2",
     "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
-    "model.cross_depth=1", "model.cross_heads=2", "model.mim_ratio=0.25", "model.warm_start_steps=3",
+    "model.cross_depth=1", "model.cross_heads=2", "model.bilma.mim_ratio=0.25", "model.warm_start_steps=3",
     "train.batch_size=8", "train.num_epochs=1", "train.threads=1", "train.epoch_fraction=1",
 ]
 
@@ -46,7 +47,7 @@ class BrightnessMaps:
 
 
 def test_the_part_map_goes_through_the_same_flip_pad_and_crop_as_the_image(cfg):
-    data = build_data(apply_overrides(cfg, ["data.flip_p=0.5"]))
+    data = build_training_data(apply_overrides(cfg, ["data.flip_p=0.5"]))
     assert data.train_set.part_maps is not None  # semantic MIM reads SynthPEDES's own maps
     data.train_set.part_maps = BrightnessMaps(data.dataset)
     data.train_set._part_cache = {}
@@ -59,10 +60,10 @@ def test_the_part_map_goes_through_the_same_flip_pad_and_crop_as_the_image(cfg):
 
 
 def test_synthpedes_part_maps_reach_the_batch_only_when_needed(cfg):
-    item = build_data(cfg).train_set[0]
+    item = build_training_data(cfg).train_set[0]
     assert item["part_map"].dtype == torch.long and int(item["part_map"].max()) > 0
-    for other in (["model.mim_target=rgb"], ["model.method=irra"], ["model.mim_loss_weight=0"]):
-        assert "part_map" not in build_data(apply_overrides(cfg, other)).train_set[0]
+    for other in (["model.bilma.mim_target=rgb"], ["model.method=irra"], ["model.bilma.mim_loss_weight=0"]):
+        assert "part_map" not in build_training_data(apply_overrides(cfg, other)).train_set[0]
 
 
 def test_mim_shares_irra_cross_modal_module_and_has_a_mask_token(cfg):
@@ -80,8 +81,8 @@ def test_mim_shares_irra_cross_modal_module_and_has_a_mask_token(cfg):
 
 @pytest.mark.parametrize("target", ["semantic", "rgb", "pixels"])
 def test_forward_gives_every_loss_and_mim_reaches_the_towers(cfg, target):
-    cfg = apply_overrides(cfg, [f"model.mim_target={target}"])
-    data = build_data(cfg)
+    cfg = apply_overrides(cfg, [f"model.bilma.mim_target={target}"])
+    data = build_training_data(cfg)
     model = build_model(cfg, data.tokenizer, data.num_classes)
     data.train_set.caption_hook = model.caption_hook
     batch = next(iter(torch.utils.data.DataLoader(data.train_set, batch_size=4)))
@@ -95,7 +96,7 @@ def test_forward_gives_every_loss_and_mim_reaches_the_towers(cfg, target):
 
 
 def test_mim_predictions_read_the_caption(cfg):
-    data = build_data(cfg)
+    data = build_training_data(cfg)
     model = build_model(cfg, data.tokenizer, data.num_classes).eval()
     batch = next(iter(torch.utils.data.DataLoader(data.train_set, batch_size=2)))
     mask = torch.zeros(2, model.image_tower.num_patches, dtype=torch.bool)
@@ -126,7 +127,8 @@ def test_bilma_trains_and_logs_the_mim_loss(cfg, tmp_path):
 
 
 def test_evaluate_mim_counts_every_masked_patch_and_scores_a_perfect_head_at_one(cfg, monkeypatch):
-    from tireid_lite.losses.mim import mim_targets, num_masked
+    from tireid_lite.data.mim_targets import mim_targets
+    from tireid_lite.losses.mim import num_masked
     from tireid_lite.models.bilma import evaluate_mim
 
     data = build_data(cfg, train=False)

@@ -1,4 +1,4 @@
-"""Unit tests for tireid_lite.train.checkpoint: atomic writes, clear errors, random state, seeds."""
+"""Unit tests for tireid_lite.checkpoint: atomic writes, clear errors, random state, seeds."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tireid_lite.train import checkpoint
-from tireid_lite.train.checkpoint import (
+from tireid_lite import checkpoint
+from tireid_lite.checkpoint import (
     CheckpointError,
     derive_seed,
     load_checkpoint,
@@ -82,7 +82,7 @@ def test_hard_crash_during_save_leaves_previous_file_intact(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, torch
-        from tireid_lite.train import checkpoint
+        from tireid_lite import checkpoint
         def die(fd):
             os._exit(17)          # the temp file is complete, the rename never happens
         checkpoint.os.fsync = die

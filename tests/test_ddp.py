@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from tireid_lite.config import apply_overrides, get_profile, save_config
 from tireid_lite.data.synth import ensure_synth
 from tireid_lite.errors import ConfigError
-from tireid_lite.train import distributed
+from tireid_lite import distributed
 from tireid_lite.train.build import GlobalBatchSampler, SeededItems
 from tireid_lite.train.trainer import Trainer
 

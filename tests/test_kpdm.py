@@ -28,14 +28,16 @@ from tireid_lite.config import apply_overrides, get_profile, save_config
 from tireid_lite.data.fixtures import write_fixture
 from tireid_lite.data.transforms import mirror_caption
 from tireid_lite.errors import ConfigError
-from tireid_lite.losses.mlm import fmlm_loss, mlm_loss
+from tireid_lite.checkpoint import load_checkpoint
+from tireid_lite.data.torch_data import training_captions
+from tireid_lite.losses.mlm import frequency_weights, mlm_loss
 from tireid_lite.losses.tal import tal_loss
-from tireid_lite.models.kpdm import SELECTION_KEY, phrase_cache_path, training_captions
 from tireid_lite.models.patch_importance import num_kept
 from tireid_lite.models.tireid import build_model
+from tireid_lite.models.token_selection import SELECTION_KEY
 from tireid_lite.text.masking import KeyPhraseMasking, RandomTokenMasking
+from tireid_lite.text.phrase_table import phrase_cache_path
 from tireid_lite.text.tokenizers import WordTokenizer
-from tireid_lite.train.checkpoint import load_checkpoint
 from tireid_lite.train.trainer import CRASH_ENV, CRASH_EXIT_CODE, Trainer
 
 CAPTIONS = [
@@ -52,7 +54,7 @@ PARTITION_KEYS = ("partition_precision", "partition_recall", "partition_f1",
 
 
 def _setup(**overrides):
-    overrides = {"model.mask_strategy": "random", "model.fmlm_alpha": 0.0, **overrides}  # parts on only when asked
+    overrides = {"model.kpdm.mask_strategy": "random", "model.kpdm.fmlm_alpha": 0.0, **overrides}  # parts on only when asked
     cfg = apply_overrides(get_profile("cpu"), [
         "model.method=kpdm", "data.image_size=[48, 16]", "model.image_width=32", "model.image_depth=2",
         "model.text_width=32", "model.text_depth=1", "model.embed_dim=32", "model.cross_depth=1",
@@ -111,8 +113,8 @@ def test_tal_bge_uses_the_global_features():
 
 
 def test_without_tse_only_the_global_embedding_is_trained_and_scored():
-    _, _, model, batch = _setup(**{"model.tse": "false"})
-    assert model.loss_names() == ["id", "tal_bge", "mlm"] and model.retrieval_head is None
+    _, _, model, batch = _setup(**{"model.kpdm.tse": "false"})
+    assert model.loss_names() == ["id", "tal_bge", "mlm"] and [v.name for v in model.scorer.views] == ["global"]
     out = model(batch)
     assert "tal_tse" not in out
     model.eval()
@@ -137,7 +139,7 @@ def test_partitioner_needs_kpdm():
 
 
 def test_dropped_patches_never_reach_the_cross_modal_module():
-    _, _, model, batch = _setup(**{"model.select_ratio": 0.5})
+    _, _, model, batch = _setup(**{"model.kpdm.select_ratio": 0.5})
     head = model.heads["kpdm_mlm"]
     seen, handle = _record_context(model)
     with torch.no_grad():
@@ -165,7 +167,7 @@ def test_dropped_patches_never_reach_the_cross_modal_module():
 
 
 def test_patches_are_chosen_by_cross_layer_importance():
-    cfg, _, model, batch = _setup(**{"model.select_ratio": 0.5, "model.importance_layers": 2})
+    cfg, _, model, batch = _setup(**{"model.kpdm.select_ratio": 0.5, "model.kpdm.importance_layers": 2})
     with torch.no_grad():
         out = model.image_tower(batch["images"], return_attention=True)
         enc = model.encode_pair(batch)
@@ -178,7 +180,7 @@ def test_patches_are_chosen_by_cross_layer_importance():
 
 
 def test_select_ratio_one_keeps_every_patch():
-    _, _, model, batch = _setup(**{"model.select_ratio": 1.0})
+    _, _, model, batch = _setup(**{"model.kpdm.select_ratio": 1.0})
     seen, handle = _record_context(model)
     with torch.no_grad():
         enc = model.encode_pair(batch)
@@ -244,33 +246,32 @@ def _mlm_logits(model, batch):
 
 
 def test_alpha_zero_is_plain_mlm():
-    _, _, model, batch = _setup(**{"model.fmlm_alpha": 0.0})
+    _, _, model, batch = _setup(**{"model.kpdm.fmlm_alpha": 0.0})
     logits, loss = _mlm_logits(model, batch)
     assert torch.equal(loss, mlm_loss(logits, batch["mlm_labels"]))
 
 
 def test_fmlm_weights_rare_words_with_the_tokenizer_counts():
-    _, tok, model, batch = _setup(**{"model.fmlm_alpha": 0.5})
+    _, tok, model, batch = _setup(**{"model.kpdm.fmlm_alpha": 0.5})
     logits, loss = _mlm_logits(model, batch)
-    expected = fmlm_loss(logits, batch["mlm_labels"], tok.word_counts, alpha=0.5)
+    labels = batch["mlm_labels"]
+    expected = mlm_loss(logits, labels, weights=frequency_weights(labels, tok.word_counts, alpha=0.5))
     assert torch.allclose(loss, expected, atol=1e-6)
     assert not torch.allclose(loss, mlm_loss(logits, batch["mlm_labels"]), atol=1e-6)
 
 
 def test_pair_weights_scale_tal_and_mlm():
     _, _, model, batch = _setup()
-    model.pair_weights = torch.tensor([1.0, 0.0, 0.5, 1.0, 1.0, 1.0])  # pairs 0..5; the batch holds 0..3
+    weights = torch.tensor([1.0, 0.0, 0.5, 1.0])  # what the Trainer puts in the batch under a partition
     with torch.no_grad():
-        out = model(batch)
+        out = model({**batch, "pair_weights": weights})
         enc = model.encode_pair(batch)
         logits, _ = _mlm_logits(model, batch)
-    weights = torch.tensor([1.0, 0.0, 0.5, 1.0])
     expected = tal_loss(enc.image_feats, enc.text_feats, batch["pids"], weights=weights)
     assert torch.allclose(out["tal_bge"], expected, atol=1e-6)
     labels = batch["mlm_labels"]
     token_weights = weights[:, None].expand(labels.shape)  # (B, L): each masked word weighs its pair's weight
     assert torch.allclose(out["mlm"], mlm_loss(logits, labels, weights=token_weights), atol=1e-6)
-    model.pair_weights = None
     with torch.no_grad():
         unweighted = model(batch)
     assert not torch.allclose(unweighted["tal_bge"], out["tal_bge"])
@@ -282,7 +283,7 @@ def test_pair_weights_scale_tal_and_mlm():
 @pytest.fixture
 def phrase_model(tmp_path, monkeypatch):
     monkeypatch.setenv("TIREID_CACHE", str(tmp_path / "cache"))
-    _, tok, model, _ = _setup(**{"model.mask_strategy": "phrase"})
+    _, tok, model, _ = _setup(**{"model.kpdm.mask_strategy": "phrase"})
     pairs = [SimpleNamespace(caption=c) for c in CAPTIONS]
     data = SimpleNamespace(dataset=SimpleNamespace(name="CUHK-PEDES"), train_set=SimpleNamespace(pairs=pairs))
     model.prepare(data)
@@ -329,7 +330,7 @@ TINY = [
     "train.lr=0.001", "train.threads=1", "train.epoch_fraction=1", "model.warm_start=none", "model.method=kpdm",
 ]
 STEPS_PER_EPOCH = 6  # 48 pairs / batch 8
-FULL_KPDM = ["model.mask_strategy=phrase", "model.fmlm_alpha=0.5", "data.noise_rate=0.5"]
+FULL_KPDM = ["model.kpdm.mask_strategy=phrase", "model.kpdm.fmlm_alpha=0.5", "data.noise_rate=0.5"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -395,7 +396,7 @@ def test_noisy_run_records_detection_scores_and_down_weights_flagged_pairs(runs,
         for key in ("partition_precision", "partition_recall", "partition_f1"):
             assert 0.0 <= record[key] <= 1.0
     # the weights of the last epoch's partition: 0 for pairs flagged noisy, 1/2 uncertain, 1 clean
-    weights = trainer.raw_model.pair_weights.cpu().numpy()
+    weights = trainer.pair_weights.cpu().numpy()
     last = epochs[-1]
     assert set(np.unique(weights)) <= {0.0, 0.5, 1.0}
     assert (weights == 0).sum() == last["partition_noisy"] and (weights == 0.5).sum() == last["partition_uncertain"]
@@ -443,8 +444,8 @@ def test_resume_after_a_crash_ends_where_the_uninterrupted_run_does(runs, cuhk_r
 
 
 def test_eval_scores_a_checkpoint_with_the_mean_of_both_cosines(runs):
-    from tireid_lite.train.build import build_data
-    from tireid_lite.train.trainer import load_trained
+    from tireid_lite.data.build import build_data
+    from tireid_lite.models.trained import load_trained
 
     out, metrics, _ = runs("tcp")
     trained = load_trained(out / "best.pt")
@@ -462,8 +463,8 @@ def test_eval_scores_a_checkpoint_with_the_mean_of_both_cosines(runs):
 
 def test_kpdm_defaults_turn_on_phrase_masking_and_fmlm():
     cfg = get_profile("cpu")
-    assert (cfg.model.mask_strategy, cfg.model.fmlm_alpha, cfg.model.select_ratio) == ("phrase", 0.5, 0.5)
-    _, _, model, _ = _setup(**{"model.mask_strategy": "phrase", "model.fmlm_alpha": 0.5})
+    assert (cfg.model.kpdm.mask_strategy, cfg.model.kpdm.fmlm_alpha, cfg.model.kpdm.select_ratio) == ("phrase", 0.5, 0.5)
+    _, _, model, _ = _setup(**{"model.kpdm.mask_strategy": "phrase", "model.kpdm.fmlm_alpha": 0.5})
     assert isinstance(model.caption_hook, KeyPhraseMasking)
 
 

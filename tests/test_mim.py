@@ -13,15 +13,9 @@ import pytest
 import torch
 from timm.layers import PatchEmbed
 
+from tireid_lite.data.mim_targets import MIM_TARGETS, mim_targets
 from tireid_lite.data.synth.materials import PART_INDEX
-from tireid_lite.losses.mim import (
-    MIM_TARGETS,
-    mim_loss,
-    mim_targets,
-    num_masked,
-    per_class_accuracy,
-    random_patch_mask,
-)
+from tireid_lite.losses.mim import mim_loss, num_masked, per_class_accuracy, random_patch_mask
 from tireid_lite.models.image_tower import build_image_tower
 
 HAIR, FACE, UPPER, LOWER, SHOES = (PART_INDEX[n] for n in ("hair", "face", "upper_clothes", "lower_clothes", "shoes"))

@@ -16,15 +16,9 @@ from sklearn.mixture import GaussianMixture
 from tireid_lite.data.noise import inject_noise
 from tireid_lite.data.records import TrainPair
 from tireid_lite.errors import ConfigError
-from tireid_lite.train.partition import (
-    Partition,
-    ccd_partition,
-    detection_scores,
-    fit_identity_mixture,
-    gmm_clean_probability,
-    identity_robust_z,
-    tcp_partition,
-)
+from tireid_lite.train.ccd import ccd_partition, gmm_clean_probability
+from tireid_lite.train.partition import Partition, detection_scores
+from tireid_lite.train.tcp import fit_identity_mixture, identity_robust_z, tcp_partition
 
 # --------------------------------------------------------------------------- simulated training set
 

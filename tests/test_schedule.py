@@ -6,9 +6,10 @@ import io
 
 import pytest
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 
 from tireid_lite.errors import ConfigError
-from tireid_lite.train.schedule import WarmupCosine, build_scheduler
+from tireid_lite.train.schedule import WarmupCosine
 
 # total 10 steps, warm-up 4, start factor 0.1, floor 0:
 #   warm-up: 0.1 + 0.9 * t / 4     -> 0.1, 0.325, 0.55, 0.775
@@ -76,7 +77,7 @@ def _optimizer() -> torch.optim.Optimizer:
 
 def test_lambda_lr_scales_every_group_per_step():
     optimizer = _optimizer()
-    scheduler = build_scheduler(optimizer, total_steps=10, warmup_steps=4)
+    scheduler = LambdaLR(optimizer, WarmupCosine(total_steps=10, warmup_steps=4))  # as the Trainer builds it
     seen = []
     for _ in range(8):
         seen.append([group["lr"] for group in optimizer.param_groups])
@@ -88,7 +89,7 @@ def test_lambda_lr_scales_every_group_per_step():
 
 def test_scheduler_state_survives_weights_only_round_trip():
     optimizer = _optimizer()
-    scheduler = build_scheduler(optimizer, total_steps=10, warmup_steps=4)
+    scheduler = LambdaLR(optimizer, WarmupCosine(total_steps=10, warmup_steps=4))  # as the Trainer builds it
     for _ in range(3):
         optimizer.step()
         scheduler.step()
@@ -98,7 +99,7 @@ def test_scheduler_state_survives_weights_only_round_trip():
     state = torch.load(buffer, weights_only=True)
 
     fresh_optimizer = _optimizer()
-    fresh = build_scheduler(fresh_optimizer, total_steps=10, warmup_steps=4)
+    fresh = LambdaLR(fresh_optimizer, WarmupCosine(total_steps=10, warmup_steps=4))
     fresh.load_state_dict(state)
     # the restored scheduler continues at step 3, then 4
     assert fresh.get_last_lr() == pytest.approx([HAND[3], 5 * HAND[3]])

@@ -352,7 +352,7 @@ def test_cached_images_give_the_same_items_and_are_read_once(tiny, tok):
 def test_build_data_trains_on_the_first_identities_with_noise_among_them(tmp_path):
     from tireid_lite.config import apply_overrides, get_profile
     from tireid_lite.data.fixtures import write_fixture
-    from tireid_lite.train.build import build_data
+    from tireid_lite.data.build import build_data
 
     root = write_fixture("cuhk-pedes", tmp_path / "cuhk", ids_per_split={"train": 6, "val": 2, "test": 2})
     base = ["data.dataset=cuhk-pedes", f"data.root={root}", "model.warm_start=none", "data.noise_rate=0.5"]

@@ -11,7 +11,7 @@ import torch
 from tireid_lite.config import apply_overrides, get_profile
 from tireid_lite.errors import ConfigError, TIReIDError
 from tireid_lite.train import warm_start as ws_mod
-from tireid_lite.train.build import build_data, dataset_root
+from tireid_lite.data.build import build_data, dataset_root
 from tireid_lite.train.trainer import Trainer
 from tireid_lite.train.warm_start import (
     FIELDS,

@@ -78,7 +78,7 @@ def test_an_unfinished_folder_is_trained_again(overrides):
 def test_partitioners_share_the_warmup_of_the_run_without_one(overrides):
     from tireid_lite.train.trainer import Trainer
 
-    noisy = [*overrides, "data.noise_rate=0.5", "model.mask_strategy=random", "model.importance_layers=1"]
+    noisy = [*overrides, "data.noise_rate=0.5", "model.kpdm.mask_strategy=random", "model.kpdm.importance_layers=1"]
     tcp = zoo.get_or_train("kpdm", "cpu", 0, overrides=[*noisy, "train.partitioner=tcp"])
     none = zoo.zoo_dir() / zoo.model_key(zoo.zoo_config("kpdm", "cpu", 0, [*noisy, "train.partitioner=none"]))
     assert (none / "test_metrics.json").is_file() and (none / "epoch1.pt").is_file()

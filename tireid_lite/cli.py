@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("tireid_lite.data.synth.cli", "generate the SynthPEDES dataset in CUHK-PEDES's layout"),
     "check-data": ("tireid_lite.data.checker", "check a dataset root and print its split counts"),
     "train": ("tireid_lite.train.cli", "train a model (cpu or gpu profile)"),
-    "eval": ("tireid_lite.train.eval_cli", "evaluate a checkpoint and print its metrics as JSON"),
+    "eval": ("tireid_lite.eval.cli", "evaluate a checkpoint and print its metrics as JSON"),
     "course": ("tireid_lite.course", "run the notebooks with papermill and write an HTML summary"),
     "env": ("tireid_lite.envinfo", "print versions, device and threads"),
 }

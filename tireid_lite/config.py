@@ -25,7 +25,7 @@ import yaml
 
 from tireid_lite.errors import ConfigError
 
-METHODS = ("baseline", "irra", "kpdm", "bilma", "cada", "partlevel")
+PROFILES = ("cpu", "gpu")
 
 
 @dataclass
@@ -53,8 +53,31 @@ class DataConfig:
 
 
 @dataclass
+class KPDMConfig:
+    """``model.kpdm.*``: KPDM's parts (notebooks 03-05; the kit's reading, see PAPERS.md), each switchable."""
+
+    mask_strategy: str = "phrase"  # masked words: phrase (key-phrase dynamic masking) | random (as irra)
+    fmlm_alpha: float = 0.5  # FMLM: weight of a masked word = (f / f_median) ** -alpha; 0 = plain MLM
+    select_ratio: float = 0.5  # share of image patches (and caption tokens) kept by importance (KPDM: 0.5)
+    importance_layers: int = 2  # last L ViT layers whose CLS->patch attention scores the patches
+    importance_method: str = "mean"  # mean (over the L layers) | rollout
+    tse: bool = True  # RDE's token-selection embedding beside the global one
+    tal_margin: float = 0.1  # RDE's TAL margin
+    tal_tau: float = 0.015  # RDE's TAL temperature
+
+
+@dataclass
+class BiLMaConfig:
+    """``model.bilma.*``: BiLMa's masked image modelling through the cross-modal module (notebook 06)."""
+
+    mim_ratio: float = 0.15  # share of image patches masked for MIM
+    mim_loss_weight: float = 1.0  # beta in L = L_sdm + L_id + alpha L_mlm + beta L_mim
+    mim_target: str = "semantic"  # semantic (part class, SemMIM) | rgb (patch-mean colour) | pixels
+
+
+@dataclass
 class ModelConfig:
-    method: str = "irra"  # one of METHODS
+    method: str = "irra"  # a row of the methods table (tireid_lite.models.methods.METHODS)
     pretrained_dir: str = ""  # local CLIP checkpoint (gpu profile); "" = tiny towers built here
     warm_start: str = "attributes"  # tiny towers' start: attributes (pretrained on a separate SynthPEDES draw, cached) | none
     warm_start_steps: int = 1200  # optimiser steps of that attribute pretraining
@@ -71,24 +94,13 @@ class ModelConfig:
     image_pool: str = "mean"  # global image feature: cls (IRRA) | mean of the patch tokens (learns faster from scratch)
     text_pool: str = "mean"  # global text feature: eot (IRRA) | mean of the caption's tokens
     id_loss_weight: float = 1.0
-    sdm_loss_weight: float = 1.0  # unused by kpdm, where RDE's TAL replaces SDM
+    sdm_loss_weight: float = 1.0  # methods with SDM (kpdm trains RDE's TAL instead)
     mlm_loss_weight: float = 1.0
     mlm_prob: float = 0.15
     cross_depth: int = 1  # transformer layers after the cross-attention (IRRA: 4)
     cross_heads: int = 4
-    # KPDM (notebooks 03-05; the kit's reading, see PAPERS.md). Used by method=kpdm, each part switchable.
-    mask_strategy: str = "phrase"  # kpdm's masked words: phrase (key-phrase dynamic masking) | random (as irra)
-    fmlm_alpha: float = 0.5  # kpdm's FMLM: weight of a masked word = (f / f_median) ** -alpha; 0 = plain MLM
-    select_ratio: float = 0.5  # share of image patches (and caption tokens) kept by importance (KPDM: 0.5)
-    importance_layers: int = 2  # last L ViT layers whose CLS->patch attention scores the patches
-    importance_method: str = "mean"  # mean (over the L layers) | rollout
-    tse: bool = True  # RDE's token-selection embedding beside the global one (kpdm)
-    tal_margin: float = 0.1  # RDE's TAL margin
-    tal_tau: float = 0.015  # RDE's TAL temperature
-    # BiLMa (notebook 06): masked image modelling through the cross-modal module, caption visible.
-    mim_ratio: float = 0.15  # share of image patches masked for MIM
-    mim_loss_weight: float = 1.0  # beta in L = L_sdm + L_id + alpha L_mlm + beta L_mim
-    mim_target: str = "semantic"  # semantic (part class, SemMIM) | rgb (patch-mean colour) | pixels
+    kpdm: KPDMConfig = field(default_factory=KPDMConfig)
+    bilma: BiLMaConfig = field(default_factory=BiLMaConfig)
 
 
 @dataclass
@@ -180,7 +192,18 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+# Keys that moved into a mechanism's section: the old flat name -> the new one.
+MOVED_KEYS = {
+    **{f"model.{name}": f"model.kpdm.{name}" for name in (
+        "mask_strategy", "fmlm_alpha", "select_ratio", "importance_layers", "importance_method", "tse",
+        "tal_margin", "tal_tau")},
+    **{f"model.{name}": f"model.bilma.{name}" for name in ("mim_ratio", "mim_loss_weight", "mim_target")},
+}
+
+
 def _unknown(key: str, known: list[str]) -> ConfigError:
+    if key in MOVED_KEYS:
+        return ConfigError(f"config key {key!r} is now {MOVED_KEYS[key]!r}; rename it (e.g. --set {MOVED_KEYS[key]}=...)")
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
     return ConfigError(f"unknown config key {key!r}{hint}")
@@ -204,11 +227,10 @@ def _update(obj, values: dict[str, Any], prefix: str = "") -> None:
 
 def validate(cfg: Config) -> Config:
     """Check values that types alone do not catch; raise one clear error naming the key."""
-    from tireid_lite.notebook import PROFILES
-
+    kpdm, bilma = cfg.model.kpdm, cfg.model.bilma
     checks = [
         ("profile", cfg.profile in PROFILES, f"one of {', '.join(PROFILES)}"),
-        ("model.method", cfg.model.method in METHODS, f"one of {', '.join(METHODS)}"),
+        ("model.method", bool(cfg.model.method), "a method name such as irra (see `tireid train --help`)"),
         ("data.dataset", cfg.data.dataset in ("cuhk-pedes", "icfg-pedes", "rstpreid", "synth"),
          "one of cuhk-pedes, icfg-pedes, rstpreid, synth"),
         ("data.tokenizer", cfg.data.tokenizer in ("word", "clip"), "word or clip"),
@@ -222,17 +244,15 @@ def validate(cfg: Config) -> Config:
         ("model.warm_start", cfg.model.warm_start == "none" or cfg.data.dataset == "synth",
          "none unless data.dataset is synth (the attribute pretraining reads SynthPEDES's attributes.json)"),
         ("model.warm_start_steps", cfg.model.warm_start_steps >= 1, "at least 1"),
-        ("model.mask_strategy", cfg.model.mask_strategy in ("random", "phrase"), "random or phrase"),
-        ("model.fmlm_alpha", cfg.model.fmlm_alpha >= 0, "0 (plain MLM) or more"),
-        ("model.select_ratio", 0.0 < cfg.model.select_ratio <= 1.0, "a number in (0, 1]"),
-        ("model.importance_layers", cfg.model.method != "kpdm" or cfg.model.pretrained_dir
-         or 1 <= cfg.model.importance_layers <= cfg.model.image_depth,
-         f"between 1 and model.image_depth ({cfg.model.image_depth}) for method kpdm"),
-        ("model.importance_method", cfg.model.importance_method in ("mean", "rollout"), "mean or rollout"),
-        ("model.tal_tau", cfg.model.tal_tau > 0, "a positive number"),
-        ("model.mim_ratio", 0.0 < cfg.model.mim_ratio <= 1.0, "a number in (0, 1]"),
-        ("model.mim_loss_weight", cfg.model.mim_loss_weight >= 0, "0 or more"),
-        ("model.mim_target", cfg.model.mim_target in ("semantic", "rgb", "pixels"), "semantic, rgb or pixels"),
+        ("model.kpdm.mask_strategy", kpdm.mask_strategy in ("random", "phrase"), "random or phrase"),
+        ("model.kpdm.fmlm_alpha", kpdm.fmlm_alpha >= 0, "0 (plain MLM) or more"),
+        ("model.kpdm.select_ratio", 0.0 < kpdm.select_ratio <= 1.0, "a number in (0, 1]"),
+        ("model.kpdm.importance_layers", kpdm.importance_layers >= 1, "at least 1 (the last layers of the image tower)"),
+        ("model.kpdm.importance_method", kpdm.importance_method in ("mean", "rollout"), "mean or rollout"),
+        ("model.kpdm.tal_tau", kpdm.tal_tau > 0, "a positive number"),
+        ("model.bilma.mim_ratio", 0.0 < bilma.mim_ratio <= 1.0, "a number in (0, 1]"),
+        ("model.bilma.mim_loss_weight", bilma.mim_loss_weight >= 0, "0 or more"),
+        ("model.bilma.mim_target", bilma.mim_target in ("semantic", "rgb", "pixels"), "semantic, rgb or pixels"),
         ("train.partitioner", cfg.train.partitioner in ("none", "ccd", "tcp"), "none, ccd or tcp"),
         ("train.partition_warmup_epochs", cfg.train.partition_warmup_epochs >= 0, "0 or more"),
         ("train.amp", cfg.train.amp in ("auto", "bf16", "off"), "auto, bf16 or off"),
@@ -254,10 +274,37 @@ def validate(cfg: Config) -> Config:
     ]
     for key, ok, expected in checks:
         if not ok:
-            section, _, name = key.partition(".")
-            value = getattr(getattr(cfg, section), name) if name else getattr(cfg, section)
-            raise ConfigError(f"config key {key!r} is {value!r}; it must be {expected}")
+            raise ConfigError(f"config key {key!r} is {get_key(cfg, key)!r}; it must be {expected}")
     return cfg
+
+
+def get_key(cfg: Config, key: str) -> Any:
+    """The value of a dotted key such as ``model.kpdm.select_ratio``."""
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as one level of dotted keys: ``{"model": {"method": "irra"}}`` -> ``{"model.method": "irra"}``."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict[str, Any], given: dict[str, Any], free: tuple[str, ...] = ()) -> list[str]:
+    """``key: saved -> given`` for every dotted key (outside ``free``) whose value differs."""
+    old, new = flatten(saved), flatten(given)
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in free and old.get(key) != new.get(key)
+    ]
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:

@@ -17,11 +17,10 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from tireid_lite.config import PROFILES
 from tireid_lite.errors import ConfigError
-
-PROFILES = ("cpu", "gpu")
 
 
 def resolve_profile(profile: str = "") -> str:
@@ -119,3 +118,26 @@ def mean_std_table(runs, order, by: str = "arm", metrics=("R1", "mAP"), digits: 
          for m in metrics},
         index=list(order),
     )
+
+
+def train_arms(arms: Mapping[str, tuple[str, Sequence[str]]], profile: str, seeds: Sequence[int],
+               shared: Sequence[str] = ()):
+    """Train (or load from the zoo) every arm over ``seeds``: one row per (arm, seed) and the models.
+
+    ``arms`` maps an arm's name to ``(method, overrides)``; ``shared`` are
+    overrides every arm gets first (e.g. :func:`ablation_overrides`). Returns
+    a DataFrame with ``arm``, ``seed``, the five test metrics and ``train_s``
+    (training seconds), and ``{(arm, seed): ZooModel}``. Taught in
+    ``03_kpdm_key_phrase_masking``.
+    """
+    import pandas as pd
+
+    from tireid_lite.zoo import get_or_train
+
+    rows, models = [], {}
+    for arm, (method, overrides) in arms.items():
+        for seed in seeds:
+            trained = get_or_train(method, profile, seed, overrides=[*shared, *overrides])
+            models[arm, seed] = trained
+            rows.append({"arm": arm, "seed": seed, **trained.test_metrics, "train_s": trained.train_seconds()})
+    return pd.DataFrame(rows), models

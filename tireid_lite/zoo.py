@@ -40,9 +40,12 @@ import pandas as pd
 
 from tireid_lite import __version__
 from tireid_lite.config import Config, apply_overrides, get_profile
-from tireid_lite.data.synth.generate import cache_dir
+from tireid_lite.cache import cache_dir
 from tireid_lite.errors import TIReIDError
-from tireid_lite.train.trainer import TrainedModel, Trainer, load_trained
+from tireid_lite.models.head import NEEDS_PAIR_WEIGHTS
+from tireid_lite.models.methods import method_needs
+from tireid_lite.models.trained import TrainedModel, load_trained
+from tireid_lite.train.trainer import Trainer
 
 DONE_MARKER = "test_metrics.json"  # the Trainer writes it last
 METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")
@@ -106,9 +109,10 @@ def _load(key: str, folder: Path, trained_now: bool, device: str) -> ZooModel:
 
 
 def _shares_warmup(cfg: Config) -> bool:
-    """Whether runs of ``cfg`` that differ only in the partitioner share a warm-up worth keeping."""
+    """Whether runs of ``cfg`` that differ only in the partitioner share a warm-up worth keeping: the
+    method's losses read per-pair weights (a partitioner can act on them) and epochs follow the warm-up."""
     warmup = cfg.train.partition_warmup_epochs
-    return cfg.model.method == "kpdm" and 1 <= warmup < cfg.train.num_epochs
+    return NEEDS_PAIR_WEIGHTS in method_needs(cfg) and 1 <= warmup < cfg.train.num_epochs
 
 
 def get_or_train(

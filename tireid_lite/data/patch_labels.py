@@ -307,7 +307,7 @@ class ParsingMaps:
         ``None`` keeps the map's own size, which for the prior needs ``image_dir``.
         """
         path = self.path(image_path)
-        if not path.is_file():
+        if not self.has_map(image_path):
             if not self.fallback:
                 raise DatasetError(f"no part map {path} for image {image_path}; {self._missing_fix}")
             if size is not None:

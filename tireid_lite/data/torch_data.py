@@ -172,6 +172,13 @@ class TrainPairsDataset(Dataset):
         return item
 
 
+def training_captions(train_set: TrainPairsDataset) -> list[str]:
+    """Every caption the training set can yield: its captions and their mirrored versions, sorted, unique
+    (what a per-caption hook such as key-phrase masking may be asked about)."""
+    captions = {pair.caption for pair in train_set.pairs}
+    return sorted(captions | {mirror_caption(caption) for caption in captions})
+
+
 class GalleryDataset(Dataset):
     """Every image of an evaluation split, in file order: ``images``, ``pids``, ``image_ids``."""
 

@@ -4,8 +4,10 @@ The protocol is IRRA's: every caption of a split is a query, every image of the
 split is in the gallery, and a gallery image matches a query when it shows the
 same identity. The model encodes both sides (``encode_images``,
 ``encode_texts``), scores every query against every image (``similarity``,
-``(Q, G)``) and :func:`~tireid_lite.eval.metrics.retrieval_metrics` turns the
-scores into R@1/5/10, mAP and mINP. Under ``torchrun`` each process encodes a
+``(Q, G)``, its scorer), optionally re-ranks each query's top k with its
+second stage (``rerank_k``, :func:`rerank`), and
+:func:`~tireid_lite.eval.metrics.retrieval_metrics` turns the final order
+into R@1/5/10, mAP and mINP. Under ``torchrun`` each process encodes a
 contiguous share of each set and the shares are gathered, so every process ends
 with the same metrics. Taught in ``02_baseline_irra``.
 """
@@ -21,7 +23,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from tireid_lite.eval.metrics import retrieval_metrics
 from tireid_lite.progress import progress
-from tireid_lite.train.distributed import all_gather_cat, rank, shard_range, world_size
+from tireid_lite.distributed import all_gather_cat, rank, shard_range, world_size
+from tireid_lite.errors import ConfigError
+from tireid_lite.models.head import RerankInputs
+from tireid_lite.models.scorer import rerank_top_k
 
 FeatureKind = Literal["images", "texts"]
 
@@ -84,11 +89,15 @@ def evaluate(
     *,
     amp_dtype: torch.dtype | None = None,
     num_workers: int = 0,
+    rerank_k: int = 0,
 ) -> dict[str, float]:
     """R1, R5, R10, mAP and mINP (percent) of ``model`` on ``split`` of ``data``.
 
-    The model is put in eval mode for the duration and given back in the mode it
-    was in. Under ``torchrun`` every process must call this (the features are gathered).
+    ``rerank_k > 0`` re-orders each query's top ``rerank_k`` gallery images
+    with the model's second stage (:func:`rerank`); the metrics are computed on
+    the final order. The model is put in eval mode for the duration and given
+    back in the mode it was in. Under ``torchrun`` every process must call this
+    (the features are gathered).
     """
     device = torch.device(device)
     gallery, queries = data.gallery(split), data.queries(split)
@@ -106,6 +115,42 @@ def evaluate(
         text_feats = all_gather_cat(text_feats)  # (Q, D)
         with torch.inference_mode():
             sim = model.similarity(text_feats, image_feats)  # (Q, G)
+            if rerank_k:
+                sim = rerank(model, sim, rerank_k, queries, gallery, text_feats, image_feats, device=device)
     finally:
         model.train(was_training)
     return retrieval_metrics(sim, queries.pids, gallery.pids)
+
+
+def rerank(
+    model: nn.Module,
+    sim: torch.Tensor,
+    k: int,
+    queries: Dataset,
+    gallery: Dataset,
+    text_feats: torch.Tensor,
+    image_feats: torch.Tensor,
+    *,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """The second stage: each query's top ``k`` by ``sim`` (Q, G) re-ordered by the model's re-ranking
+    head, the rest of the gallery below in its first-stage order. Returns order scores (Q, G)
+    (see :func:`~tireid_lite.models.scorer.rerank_top_k`). Taught in ``07_cada_dual_association``."""
+    head = getattr(model, "reranker", None)
+    if head is None:
+        raise ConfigError(
+            f"model.method {getattr(model, 'method', '?')!r} has no second retrieval stage; evaluate without "
+            "--rerank-k (rerank_k=0)"
+        )
+    device = torch.device(device)
+    query_ids = torch.stack([queries[i]["caption_ids"] for i in range(len(queries))]).to(device)  # (Q, L)
+
+    def load_images(index: torch.Tensor) -> torch.Tensor:
+        return torch.stack([gallery[int(i)]["images"] for i in index.tolist()]).to(device)  # (n, 3, H, W)
+
+    def score(candidates: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        inputs = RerankInputs(query_ids=query_ids, text_feats=text_feats, image_feats=image_feats,
+                              candidates=candidates, scores=scores, load_images=load_images)
+        return head.rerank(model, inputs)
+
+    return rerank_top_k(sim, k, score)

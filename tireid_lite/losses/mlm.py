@@ -9,16 +9,12 @@ from :func:`frequency_weights` to the same function.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from tireid_lite.errors import ConfigError
-from tireid_lite.progress import progress
 
 
 def _check_logits_labels(logits: Tensor, labels: Tensor) -> None:
@@ -100,31 +96,6 @@ FMLM_W_MIN = 0.1
 FMLM_W_MAX = 10.0
 
 
-def corpus_token_counts(tokenizer: Any, captions: Iterable[str] | None = None, chunk: int = 4096) -> np.ndarray:
-    """``(V,)`` int64: how often each token id occurs in ``captions`` (start/end tokens not counted).
-
-    Without ``captions`` the tokenizer's own ``word_counts`` are returned (the
-    word tokenizer keeps the counts of the captions it was trained on); a
-    tokenizer without them, such as CLIP's BPE, needs the training captions.
-    Counting the training captions with the word tokenizer gives exactly its
-    ``word_counts``. Taught in ``03_kpdm_key_phrase_masking``.
-    """
-    if captions is None:
-        counts = getattr(tokenizer, "word_counts", None)
-        if counts is None:
-            raise ConfigError(
-                f"{type(tokenizer).__name__} keeps no word counts; pass the training captions: "
-                "corpus_token_counts(tokenizer, captions)"
-            )
-        return np.asarray(counts, dtype=np.int64).copy()
-    captions = list(captions)
-    counts = np.zeros(tokenizer.vocab_size, dtype=np.int64)
-    for start in progress(range(0, len(captions), chunk), desc="counting tokens", unit="chunk"):
-        for ids in tokenizer.encode_batch(captions[start : start + chunk]):
-            np.add.at(counts, np.asarray(ids[1:-1], dtype=np.int64), 1)
-    return counts
-
-
 def frequency_weights(
     labels: Tensor,
     token_counts: Tensor | np.ndarray,
@@ -136,7 +107,7 @@ def frequency_weights(
     r"""FMLM's per-position weights (B, L): rare tokens weigh more, normalised to mean 1 over the masked positions.
 
     ``labels`` (B, L) as for :func:`mlm_loss`; ``token_counts`` (V,) the
-    corpus count of each token id (:func:`corpus_token_counts`). With f_t the
+    corpus count of each token id (:func:`~tireid_lite.text.corpus.corpus_token_counts`). With f_t the
     count of the masked token at a position and f_med the median count of
     the tokens that occur in the corpus (count > 0; the mean of the two middle
     counts when their number is even)::
@@ -154,8 +125,11 @@ def frequency_weights(
     100 times rarer or commoner than the median, so one rare word cannot
     dominate a batch.
 
-    Our reading of KPDM's frequency-based MLM (the paper gives no formula):
-    see :func:`fmlm_loss`. Taught in ``03_kpdm_key_phrase_masking``.
+    Our reading of KPDM's frequency-based MLM (the paper names it without a
+    formula): FMLM is :func:`mlm_loss` with these weights,
+    ``L_fmlm = sum_m w_m ce_m / sum_m w_m``, so rare, informative words
+    ("burgundy", "plaid") count more than common ones ("a", "shirt");
+    ``alpha = 0`` recovers plain MLM. Taught in ``03_kpdm_key_phrase_masking``.
     """
     if alpha < 0:
         raise ConfigError(f"FMLM alpha={alpha} is negative; use alpha >= 0 (0 is plain MLM, 0.5 the default)")
@@ -170,7 +144,7 @@ def frequency_weights(
         raise ValueError(f"token_counts must be a (V,) vector of non-negative counts, got shape {tuple(counts.shape)}")
     seen = counts[counts > 0]
     if seen.numel() == 0:
-        raise ValueError("token_counts are all zero; count the training captions with corpus_token_counts")
+        raise ValueError("token_counts are all zero; count the training captions with tireid_lite.text.corpus.corpus_token_counts")
     masked = labels != ignore_index  # (B, L)
     targets = labels[masked]  # (M,)
     if targets.numel() and bool(((targets < 0) | (targets >= counts.numel())).any()):
@@ -186,30 +160,3 @@ def frequency_weights(
     if targets.numel():
         weights[masked] = (clipped * targets.numel() / clipped.sum()).to(torch.float32)
     return weights
-
-
-def fmlm_loss(
-    logits: Tensor,
-    labels: Tensor,
-    token_counts: Tensor | np.ndarray,
-    alpha: float = FMLM_ALPHA,
-    w_min: float = FMLM_W_MIN,
-    w_max: float = FMLM_W_MAX,
-    ignore_index: int = -100,
-) -> Tensor:
-    r"""KPDM's frequency-weighted masked language loss (FMLM), in the kit's reading.
-
-    KPDM names a frequency-based MLM loss for phrase-level alignment without
-    publishing its form; the kit weights the cross-entropy of each masked
-    token by its inverse corpus frequency::
-
-        L_fmlm = sum_{m in M} w_m ce_m / sum_{m in M} w_m,   w from :func:`frequency_weights`
-
-    so rare, informative words ("burgundy", "plaid") count more than common
-    ones ("a", "shirt"). ``alpha = 0`` recovers :func:`mlm_loss`. Arguments as
-    for :func:`mlm_loss` and :func:`frequency_weights`. Taught in
-    ``03_kpdm_key_phrase_masking``.
-    """
-    _check_logits_labels(logits, labels)
-    weights = frequency_weights(labels, token_counts, alpha, w_min, w_max, ignore_index)
-    return mlm_loss(logits, labels, ignore_index=ignore_index, weights=weights)

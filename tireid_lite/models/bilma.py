@@ -2,11 +2,11 @@
 
 IRRA's masked language modelling asks the caption to read the image. BiLMa
 (Fujii & Tarashima, ICCV 2023 Workshops) adds the other direction: a share
-``mim_ratio`` of the image's patch tokens is replaced by the image tower's
+``model.bilma.mim_ratio`` of the image's patch tokens is replaced by the image tower's
 learned mask token, the masked image goes through the image tower, and its
 tokens query the caption's tokens in IRRA's cross-modal module (the same
 module the masked words use, when both heads are on). A head predicts, for the
-masked patches only, the target chosen by ``model.mim_target``:
+masked patches only, the target chosen by ``model.bilma.mim_target``:
 
 * ``semantic`` (SemMIM, BiLMa's choice): the patch's part class from a human
   parsing map, cross-entropy;
@@ -14,8 +14,8 @@ masked patches only, the target chosen by ``model.mim_target``:
 * ``pixels``: the patch's pixels normalised per patch, squared error.
 
 The total loss is BiLMa's ``L = L_sdm + L_id + alpha L_mlm + beta L_mim`` with
-``alpha = model.mlm_loss_weight`` and ``beta = model.mim_loss_weight``; see
-:mod:`tireid_lite.losses.mim` for the targets and the loss.
+``alpha = model.mlm_loss_weight`` and ``beta = model.bilma.mim_loss_weight``; see
+:mod:`tireid_lite.data.mim_targets` for the targets and :mod:`tireid_lite.losses.mim` for the loss.
 
 (K) from the paper: masked patches, IRRA's module with the caption visible,
 the part-label target and its comparison with pixels, mean colours and
@@ -28,18 +28,20 @@ Taught in ``06_bilma_semantic_mim``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from tireid_lite.config import Config
+from tireid_lite.data.mim_targets import mim_targets
+from tireid_lite.data.patch_labels import ParsingMaps
 from tireid_lite.data.synth.materials import PART_CLASSES
-from tireid_lite.losses.mim import mim_loss, mim_targets, random_patch_mask
+from tireid_lite.losses.mim import mim_loss, per_class_accuracy, random_patch_mask
 from tireid_lite.models.cross_modal import CrossModalEncoder, TokenPredictionHead
-
-if TYPE_CHECKING:
-    from tireid_lite.models.tireid import Encoded, TIReIDModel
+from tireid_lite.models.head import NEEDS_MASK_TOKEN, NEEDS_PART_MAPS, Encoded, Head, HeadContext
+from tireid_lite.models.irra import SHARED_CROSS
 
 
 def mim_output_size(target: str, patch_size: int) -> int:
@@ -47,13 +49,14 @@ def mim_output_size(target: str, patch_size: int) -> int:
     return {"semantic": len(PART_CLASSES), "rgb": 3, "pixels": 3 * patch_size * patch_size}[target]
 
 
-class MaskedImageHead(nn.Module):
+class MaskedImageHead(Head):
     """Predict masked image patches from the caption through the cross-modal module (see module docstring).
 
     ``cross`` is the cross-modal module to share (IRRA's, owned by the masked
     language head); ``None`` builds one for this head alone.
     """
 
+    name = "mim"
     losses = ("mim",)
 
     def __init__(
@@ -66,8 +69,10 @@ class MaskedImageHead(nn.Module):
         ratio: float,
         patch_size: int,
         cross: CrossModalEncoder | None = None,
+        weight: float = 1.0,
     ) -> None:
         super().__init__()
+        self.loss_weights = {"mim": float(weight)}
         self.target = target
         self.ratio = float(ratio)
         self.patch_size = int(patch_size)
@@ -76,13 +81,28 @@ class MaskedImageHead(nn.Module):
         self._cross_ref = [cross]  # a plain list: the shared module stays registered under its owner only
         self.predict = TokenPredictionHead(dim, mim_output_size(target, patch_size))
 
+    @classmethod
+    def build(cls, cfg: Config, ctx: HeadContext) -> MaskedImageHead | None:
+        m, b = cfg.model, cfg.model.bilma
+        if b.mim_loss_weight <= 0:
+            return None
+        return cls(ctx.dim, m.cross_heads, m.cross_depth, target=b.mim_target, ratio=b.mim_ratio,
+                   patch_size=ctx.patch_size, cross=ctx.shared.get(SHARED_CROSS), weight=b.mim_loss_weight)
+
+    @classmethod
+    def needs(cls, cfg: Config) -> frozenset[str]:
+        b = cfg.model.bilma
+        if b.mim_loss_weight <= 0:
+            return frozenset()
+        return frozenset({NEEDS_MASK_TOKEN, NEEDS_PART_MAPS} if b.mim_target == "semantic" else {NEEDS_MASK_TOKEN})
+
     @property
     def cross(self) -> CrossModalEncoder:
         return self._cross_ref[0] if self._shared else self.own_cross
 
     def predictions(
         self,
-        model: "TIReIDModel",
+        model: Any,
         images: Tensor,
         patch_mask: Tensor,
         caption_ids: Tensor,
@@ -99,7 +119,7 @@ class MaskedImageHead(nn.Module):
         fused = self.cross(masked_tokens, text_tokens, context_padding_mask=padding)  # (B, 1+N, D)
         return self.predict(fused[:, 1:]).float()  # (B, N, out), the class token dropped
 
-    def forward(self, model: "TIReIDModel", enc: "Encoded", batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, model: Any, enc: Encoded, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images = batch["images"]
         num_patches = model.image_tower.num_patches
         patch_mask = random_patch_mask(images.shape[0], num_patches, self.ratio, device=images.device)  # (B, N)
@@ -114,7 +134,7 @@ class MaskedImageHead(nn.Module):
 
 @torch.no_grad()
 def evaluate_mim(
-    model: "TIReIDModel", data, split: str = "test", *, seed: int = 0, batch_size: int = 128
+    model: Any, data, split: str = "test", *, seed: int = 0, batch_size: int = 128
 ) -> dict[str, object]:
     """How well the MIM head names masked patches of ``split``'s images, each with its first caption.
 
@@ -125,12 +145,9 @@ def evaluate_mim(
     masked), "count": (C,) masked patches per class}``. Needs the semantic
     target. Taught in ``06_bilma_semantic_mim``.
     """
-    from tireid_lite.data.patch_labels import ParsingMaps
-    from tireid_lite.losses.mim import per_class_accuracy
-
     head = model.heads["mim"] if "mim" in model.heads else None
     if head is None or head.target != "semantic":
-        raise ValueError("evaluate_mim needs a model with the semantic MIM head (method=bilma, mim_target=semantic)")
+        raise ValueError("evaluate_mim needs a model with the semantic MIM head (method=bilma, model.bilma.mim_target=semantic)")
     model.eval()
     gallery, queries = data.gallery(split), data.queries(split)
     first_caption = {}

@@ -1,188 +1,80 @@
-"""``TIReIDModel``: the two towers plus the heads a method switches on.
+"""``TIReIDModel``: the two towers plus the heads of a method, and the scorer of its embeddings.
 
-Every method of the course is this one model with different heads:
+Every method of the course is this one model with different heads (the rows
+of :mod:`tireid_lite.models.methods`): :func:`build_model` builds the towers,
+then each head of the method's row (:class:`~tireid_lite.models.head.Head`),
+and hands them to the model. The model
 
-* ``baseline``: global matching (SDM) + identity classification (ID);
-* ``irra``: baseline + implicit relation reasoning (masked language
-  modelling through the cross-modal module, :class:`MaskedLanguageHead`);
-* ``bilma``: irra + masked image modelling through the same module, the
-  caption visible (:class:`~tireid_lite.models.bilma.MaskedImageHead`).
+* encodes a training batch once (:meth:`TIReIDModel.encode_pair`) and lets
+  every head compute its losses from it; the total is the weighted sum of the
+  heads' losses, in row order;
+* encodes images and captions for retrieval as the global feature followed by
+  the embedding of every head that adds one, and scores queries against the
+  gallery with its :class:`~tireid_lite.models.scorer.Scorer`;
+* offers at most one head's second retrieval stage (``reranker``).
 
-``kpdm`` (:mod:`tireid_lite.models.kpdm`) trains RDE's TAL on the global and
-token-selection embeddings instead of SDM (its head sets ``replaces_sdm``),
-keeps ID, and predicts masked words from the kept image patches only.
-
-A head is a small module with ``forward(model, enc, batch) -> dict`` returning
-its losses (names listed in ``head.losses``) and extra logged values; the model
-sums the losses with the weights of the config (``model.<name>_loss_weight``).
-New mechanisms add heads; the towers, the global features and the evaluation
-path stay the same. Taught in ``02_baseline_irra``.
+Taught in ``02_baseline_irra``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tireid_lite.config import Config
-from tireid_lite.losses.identity import id_loss
-from tireid_lite.losses.matching import sdm_loss
-from tireid_lite.losses.mlm import masked_accuracy, mlm_loss
-from tireid_lite.models.cross_modal import CrossModalEncoder, TokenPredictionHead
+from tireid_lite.errors import ConfigError
+from tireid_lite.models.head import NEEDS_MASK_TOKEN, NEEDS_PAIR_WEIGHTS, Encoded, Head, HeadContext
+from tireid_lite.models.methods import method_heads, method_needs
+from tireid_lite.models.scorer import Scorer, View
 from tireid_lite.models.towers import build_image_tower, build_text_tower, pool_at
-from tireid_lite.text.masking import RandomTokenMasking
 from tireid_lite.text.tokenizers import Tokenizer
-
-# Which heads each method uses (mechanisms of later notebooks extend this table).
-METHOD_HEADS: dict[str, tuple[str, ...]] = {
-    "baseline": ("id",),
-    "irra": ("id", "mlm"),
-    "bilma": ("id", "mlm", "mim"),
-    # KPDM (tireid_lite.models.kpdm): TAL on the global and token-selection embeddings instead of SDM,
-    # masked words over the kept patches only
-    "kpdm": ("id", "tal", "kpdm_mlm"),
-}
-
-
-@dataclass
-class Encoded:
-    """What the towers produced for one training batch."""
-
-    image_tokens: Tensor  # (B, 1+N, D), class token first
-    text_tokens: Tensor  # (B, L, D)
-    image_feats: Tensor  # (B, D) global image feature (class token, or mean of patches)
-    text_feats: Tensor  # (B, D) global text feature (end token, or mean of tokens)
-    # each layer's attention map, when the model asks the towers for them (``return_attention``)
-    image_attentions: list[Tensor] | None = None  # (B, heads, 1+N, 1+N) per layer
-    text_attentions: list[Tensor] | None = None  # (B, heads, L, L) per layer
-    extras: dict = field(default_factory=dict)  # values heads share within one batch (e.g. KPDM's selection)
-
-
-class IdentityHead(nn.Module):
-    """One linear classifier over training identities shared by both modalities (IRRA's ID loss)."""
-
-    losses = ("id",)
-
-    def __init__(self, dim: int, num_classes: int) -> None:
-        super().__init__()
-        self.classifier = nn.Linear(dim, num_classes)
-        nn.init.normal_(self.classifier.weight, std=0.001)
-        nn.init.zeros_(self.classifier.bias)
-
-    def forward(self, model: "TIReIDModel", enc: Encoded, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        image_logits = self.classifier(enc.image_feats.float())  # (B, C)
-        text_logits = self.classifier(enc.text_feats.float())  # (B, C)
-        pids = batch["pids"]
-        with torch.no_grad():
-            acc = ((image_logits.argmax(1) == pids).float().mean() + (text_logits.argmax(1) == pids).float().mean()) / 2
-        return {"id": id_loss(image_logits, text_logits, pids), "id_acc": acc}
-
-
-class MaskedLanguageHead(nn.Module):
-    """IRRA's implicit relation reasoning: predict masked words from the image.
-
-    The masked caption (``batch["mlm_ids"]``, drawn by the dataset's caption
-    hook) goes through the text tower; its tokens query the image tokens in
-    the cross-modal module; a prediction head scores the vocabulary; the loss
-    is the cross-entropy on the masked positions only.
-    """
-
-    losses = ("mlm",)
-
-    def __init__(self, dim: int, heads: int, depth: int, vocab_size: int) -> None:
-        super().__init__()
-        self.cross = CrossModalEncoder(dim, heads, depth)
-        self.predict = TokenPredictionHead(dim, vocab_size)
-
-    def logits(self, model: "TIReIDModel", mlm_ids: Tensor, image_tokens: Tensor) -> Tensor:
-        """Vocabulary scores (B, L, V) for every position of the masked captions."""
-        text_tokens = model.text_tower(mlm_ids, model.tokenizer.attention_mask(mlm_ids))  # (B, L, D)
-        fused = self.cross(text_tokens, image_tokens)  # (B, L, D)
-        return self.predict(fused).float()  # (B, L, V)
-
-    def forward(self, model: "TIReIDModel", enc: Encoded, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits = self.logits(model, batch["mlm_ids"], enc.image_tokens)
-        labels = batch["mlm_labels"]
-        return {"mlm": mlm_loss(logits, labels), "mlm_acc": masked_accuracy(logits, labels)}
 
 
 class TIReIDModel(nn.Module):
-    """Image tower + text tower + the heads of ``cfg.model.method``.
+    """Image tower + text tower + ``heads`` (see the module docstring).
 
     ``forward(batch)`` returns ``{"loss": weighted total, <each loss>, <logged values>}``;
-    ``encode_images`` / ``encode_texts`` give the global features used for
-    retrieval and ``similarity`` scores queries (texts) against the gallery (images).
+    ``encode_images`` / ``encode_texts`` give the retrieval features and
+    ``similarity`` scores queries (texts) against the gallery (images).
     """
 
-    def __init__(self, cfg: Config, tokenizer: Tokenizer, num_classes: int) -> None:
+    def __init__(
+        self,
+        image_tower: nn.Module,
+        text_tower: nn.Module,
+        heads: list[Head],
+        tokenizer: Tokenizer,
+        *,
+        method: str = "",
+        image_pool: str = "cls",
+        text_pool: str = "eot",
+        pretrained: bool = False,
+    ) -> None:
         super().__init__()
-        m = cfg.model
-        if m.method not in METHOD_HEADS:
-            from tireid_lite.errors import ConfigError
-
-            raise ConfigError(
-                f"model.method {m.method!r} is not built into TIReIDModel yet; available: {', '.join(METHOD_HEADS)}"
-            )
-        self.method = m.method
+        self.method = method
         self.tokenizer = tokenizer
-        self.image_pool, self.text_pool = m.image_pool, m.text_pool
-        pretrained = m.pretrained_dir or None
-        wanted = METHOD_HEADS[m.method]
-        self.image_tower = build_image_tower(
-            img_size=tuple(cfg.data.image_size),
-            mask_token="mim" in wanted and m.mim_loss_weight > 0,
-            **({} if pretrained else dict(patch_size=m.patch_size, width=m.image_width, depth=m.image_depth,
-                                          heads=m.image_heads, out_dim=m.embed_dim)),
-            pretrained_dir=pretrained,
-        )
-        self.text_tower = build_text_tower(
-            kind=m.text_kind,
-            vocab_size=tokenizer.vocab_size,
-            max_length=cfg.data.max_length,
-            **({} if pretrained else dict(width=m.text_width, depth=m.text_depth, heads=m.text_heads,
-                                          out_dim=m.embed_dim)),
-            pretrained_dir=pretrained,
-        )
-        dim = self.image_tower.out_dim
-        self.register_buffer("logit_scale", torch.tensor(1.0 / m.temperature), persistent=False)
-        self.loss_weights = {"sdm": m.sdm_loss_weight, "id": m.id_loss_weight, "mlm": m.mlm_loss_weight,
-                             "mim": m.mim_loss_weight}
+        self.image_pool, self.text_pool = image_pool, text_pool
+        self.image_tower = image_tower
+        self.text_tower = text_tower
         self.heads = nn.ModuleDict()
-        if "id" in wanted and m.id_loss_weight > 0:
-            self.heads["id"] = IdentityHead(dim, num_classes)
-        if "mlm" in wanted and m.mlm_loss_weight > 0:
-            self.heads["mlm"] = MaskedLanguageHead(dim, m.cross_heads, m.cross_depth, tokenizer.vocab_size)
-        if "mim" in wanted and m.mim_loss_weight > 0:
-            from tireid_lite.models.bilma import MaskedImageHead
-
-            shared = self.heads["mlm"].cross if "mlm" in self.heads else None
-            self.heads["mim"] = MaskedImageHead(dim, m.cross_heads, m.cross_depth, target=m.mim_target,
-                                                ratio=m.mim_ratio, patch_size=self.image_tower.patch_size,
-                                                cross=shared)
-        self.caption_hook = (
-            RandomTokenMasking(tokenizer.mask_token_id, tokenizer.vocab_size, tokenizer.special_ids, m.mlm_prob)
-            if "mlm" in self.heads else None
-        )
-        # Switches a mechanism may turn on (KPDM's, see tireid_lite.models.kpdm)
-        self.return_attention = False  # encode_pair also keeps the towers' attention maps
-        self.retrieval_head: str | None = None  # a head that encodes and scores for retrieval instead
-        self.pair_weights: Tensor | None = None  # (num training pairs,) from a noise partitioner; None = all 1
-        self.epoch_stats: dict = {}  # the heads' figures for the current epoch (the Trainer records them)
-        if m.method == "kpdm":
-            from tireid_lite.models.kpdm import add_kpdm_heads
-
-            add_kpdm_heads(self, cfg)
-        elif cfg.train.partitioner != "none":
-            from tireid_lite.errors import ConfigError
-
-            raise ConfigError(
-                f"config key 'train.partitioner' is {cfg.train.partitioner!r} but model.method {m.method!r} has no "
-                "loss it can weight; use model.method=kpdm or train.partitioner=none"
-            )
-        self.pretrained = pretrained is not None
+        for head in heads:
+            if head.name in self.heads:
+                raise ConfigError(f"two heads named {head.name!r} in method {method!r}; give each head its own name")
+            self.heads[head.name] = head
+        hooks = [head.caption_hook for head in heads if head.caption_hook is not None]
+        if len(hooks) > 1:
+            raise ConfigError(f"method {method!r} has {len(hooks)} heads that mask captions; at most one may")
+        self.caption_hook = hooks[0] if hooks else None  # the training set applies it to every caption drawn
+        self.wants_attention = any(head.wants_attention for head in heads)  # towers return attention maps
+        self.embedding_heads = [head for head in heads if head.embedding]
+        dim = self.image_tower.out_dim
+        self.scorer = Scorer([View("global", dim), *(View(h.embedding, dim, h.embedding_weight)
+                                                     for h in self.embedding_heads)])
+        rerankers = [head for head in heads if head.offers_rerank()]
+        if len(rerankers) > 1:
+            raise ConfigError(f"method {method!r} has {len(rerankers)} heads that re-rank; at most one may")
+        self.reranker: Head | None = rerankers[0] if rerankers else None
+        self.pretrained = pretrained
 
     # ----------------------------------------------------------------- encoding
     def encode_image_tokens(self, images: Tensor) -> Tensor:
@@ -207,39 +99,42 @@ class TIReIDModel(nn.Module):
         return pool_at(text_tokens, caption_ids, self.tokenizer.eot_id)
 
     def encode_images(self, images: Tensor) -> Tensor:
-        """Global image features (B, D), see :meth:`image_global`; or the retrieval head's
-        features (KPDM with TSE: global and token-selection embeddings side by side, (B, 2D))."""
-        if self.retrieval_head is not None:
-            return self.heads[self.retrieval_head].encode_images(self, images)
-        return self.image_global(self.encode_image_tokens(images))
+        """Retrieval features of images: the global feature (see :meth:`image_global`), then each
+        embedding head's (KPDM with TSE: (B, 2D)); the scorer's views in order."""
+        if not self.embedding_heads:
+            return self.image_global(self.encode_image_tokens(images))
+        out = self.image_tower(images, return_attention=self.wants_attention)
+        feats = [self.image_global(out.tokens)]
+        feats += [head.image_embedding(self, out.tokens, out.attentions) for head in self.embedding_heads]
+        return torch.cat(feats, dim=-1)
 
     def encode_texts(self, caption_ids: Tensor) -> Tensor:
-        """Global text features (B, D), see :meth:`text_global`; or the retrieval head's features."""
-        if self.retrieval_head is not None:
-            return self.heads[self.retrieval_head].encode_texts(self, caption_ids)
-        return self.text_global(self.encode_text_tokens(caption_ids), caption_ids)
+        """Retrieval features of captions: the global feature (see :meth:`text_global`), then each
+        embedding head's; the scorer's views in order."""
+        if not self.embedding_heads:
+            return self.text_global(self.encode_text_tokens(caption_ids), caption_ids)
+        mask = self.tokenizer.attention_mask(caption_ids)
+        out = self.text_tower.encode(caption_ids, mask, return_attention=self.wants_attention)
+        feats = [self.text_global(out.tokens, caption_ids)]
+        feats += [head.text_embedding(self, out.tokens, out.attentions, caption_ids) for head in self.embedding_heads]
+        return torch.cat(feats, dim=-1)
 
     def similarity(self, text_feats: Tensor, image_feats: Tensor) -> Tensor:
-        """Cosine similarity (Q, G) between text queries and gallery images; or the retrieval
-        head's score (KPDM with TSE: the mean of the global and token-selection cosines)."""
-        if self.retrieval_head is not None:
-            return self.heads[self.retrieval_head].similarity(text_feats, image_feats)
-        return F.normalize(text_feats.float(), dim=-1) @ F.normalize(image_feats.float(), dim=-1).t()
+        """The scorer's similarity (Q, G) between text queries and gallery images: the cosine of
+        the global features, or the weighted mean over the views (RDE: (S_bge + S_tse) / 2)."""
+        return self.scorer.similarity(text_feats, image_feats)
 
     def encode_pair(self, batch: dict[str, Tensor]) -> Encoded:
-        if self.return_attention:
-            return self._encode_pair_with_attention(batch)
-        image_tokens = self.encode_image_tokens(batch["images"])
-        text_tokens = self.encode_text_tokens(batch["caption_ids"])
-        return Encoded(
-            image_tokens=image_tokens,
-            text_tokens=text_tokens,
-            image_feats=self.image_global(image_tokens),
-            text_feats=self.text_global(text_tokens, batch["caption_ids"]),
-        )
-
-    def _encode_pair_with_attention(self, batch: dict[str, Tensor]) -> Encoded:
-        """:meth:`encode_pair` keeping each layer's attention map of both towers (same tokens)."""
+        """The towers' output for a training batch, with their attention maps when a head wants them."""
+        if not self.wants_attention:
+            image_tokens = self.encode_image_tokens(batch["images"])
+            text_tokens = self.encode_text_tokens(batch["caption_ids"])
+            return Encoded(
+                image_tokens=image_tokens,
+                text_tokens=text_tokens,
+                image_feats=self.image_global(image_tokens),
+                text_feats=self.text_global(text_tokens, batch["caption_ids"]),
+            )
         ids = batch["caption_ids"]
         image_out = self.image_tower(batch["images"], return_attention=True)
         text_out = self.text_tower.encode(ids, self.tokenizer.attention_mask(ids), return_attention=True)
@@ -256,38 +151,20 @@ class TIReIDModel(nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         enc = self.encode_pair(batch)
         out: dict[str, Tensor] = {}
-        if self.uses_sdm:
-            out["sdm"] = sdm_loss(enc.image_feats, enc.text_feats, batch["pids"], self.logit_scale)
         for head in self.heads.values():
             out.update(head(self, enc, batch))
-        out["loss"] = sum(self.loss_weights[name] * out[name] for name in self.loss_names())
+        out["loss"] = sum(head.loss_weights[name] * out[name] for head in self.heads.values() for name in head.losses)
         return out
-
-    @property
-    def uses_sdm(self) -> bool:
-        """SDM is the global matching loss unless a head replaces it (KPDM's TAL)."""
-        return not any(getattr(head, "replaces_sdm", False) for head in self.heads.values())
 
     def loss_names(self) -> list[str]:
         """The losses that make up ``loss``, in order."""
-        heads = [name for head in self.heads.values() for name in head.losses]
-        return ["sdm", *heads] if self.uses_sdm else heads
+        return [name for head in self.heads.values() for name in head.losses]
 
     def prepare(self, data) -> None:
         """Per-dataset set-up of the heads that need the training data (KPDM: key phrases, token
         counts); the Trainer calls it before it hands ``caption_hook`` to the training set."""
         for head in self.heads.values():
-            if hasattr(head, "prepare"):
-                head.prepare(self, data)
-
-    def on_epoch_start(self, epoch: int, trainer=None) -> None:
-        """Hook for mechanisms that act between epochs (noise partitioners): runs each head's
-        ``on_epoch_start(model, epoch, trainer)``. What they report for the epoch lands in
-        ``epoch_stats``, which the Trainer adds to the epoch's history record."""
-        self.epoch_stats = {}
-        for head in self.heads.values():
-            if hasattr(head, "on_epoch_start"):
-                head.on_epoch_start(self, epoch, trainer)
+            head.prepare(self, data)
 
     def parameter_groups(
         self, lr: float, weight_decay: float, new_module_lr_factor: float = 5.0, pretrained_lr_factor: float = 1.0
@@ -308,5 +185,34 @@ class TIReIDModel(nn.Module):
 
 
 def build_model(cfg: Config, tokenizer: Tokenizer, num_classes: int) -> TIReIDModel:
-    """The model for ``cfg.model.method``."""
-    return TIReIDModel(cfg, tokenizer, num_classes)
+    """The model for ``cfg.model.method``: its towers, then the heads of its row, in row order."""
+    m = cfg.model
+    row = method_heads(m.method)
+    needs = method_needs(cfg)
+    if cfg.train.partitioner != "none" and NEEDS_PAIR_WEIGHTS not in needs:
+        raise ConfigError(
+            f"config key 'train.partitioner' is {cfg.train.partitioner!r} but model.method {m.method!r} has no "
+            "loss it can weight; use a method whose heads read pair weights (kpdm) or train.partitioner=none"
+        )
+    pretrained = m.pretrained_dir or None
+    image_tower = build_image_tower(
+        img_size=tuple(cfg.data.image_size),
+        mask_token=NEEDS_MASK_TOKEN in needs,
+        **({} if pretrained else dict(patch_size=m.patch_size, width=m.image_width, depth=m.image_depth,
+                                      heads=m.image_heads, out_dim=m.embed_dim)),
+        pretrained_dir=pretrained,
+    )
+    text_tower = build_text_tower(
+        kind=m.text_kind,
+        vocab_size=tokenizer.vocab_size,
+        max_length=cfg.data.max_length,
+        **({} if pretrained else dict(width=m.text_width, depth=m.text_depth, heads=m.text_heads,
+                                      out_dim=m.embed_dim)),
+        pretrained_dir=pretrained,
+    )
+    ctx = HeadContext(dim=image_tower.out_dim, tokenizer=tokenizer, num_classes=num_classes,
+                      patch_size=image_tower.patch_size, num_patches=image_tower.num_patches,
+                      image_depth=image_tower.depth)
+    heads = [head for cls in row if (head := cls.build(cfg, ctx)) is not None]
+    return TIReIDModel(image_tower, text_tower, heads, tokenizer, method=m.method, image_pool=m.image_pool,
+                       text_pool=m.text_pool, pretrained=pretrained is not None)

@@ -20,24 +20,30 @@ Choices of the kit (our reading where the description leaves room):
 * image tokens are chosen by :func:`tireid_lite.models.patch_importance.select_patches`
   (KPDM's cross-layer importance, or RDE's last layer with ``layers=1``)
   and passed without the class token;
-* caption tokens are chosen by :func:`select_text_tokens`: never padding,
+* caption tokens are chosen by :func:`select_text_tokens` from the end
+  token's row of the text tower's last attention map (:func:`end_token_attention`): never padding,
   and (``skip_ends=True``, as RDE does) never the start or end token. The
   number kept, K, follows from the padded caption length so every caption
   of a batch gives the same K; a caption with fewer candidate tokens than K
   fills its selection with entries marked invalid, which the max-pool skips.
 
+:class:`TokenSelector` makes both choices for a batch (KPDM's heads share one).
 Taught in ``04_kpdm_patch_importance_fmlm``; trained with TAL in
 ``05_kpdm_trusted_consensus``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tireid_lite.errors import ConfigError
-from tireid_lite.models.patch_importance import num_kept
+from tireid_lite.models.patch_importance import num_kept, patch_importance, select_patches
+from tireid_lite.text.tokenizers import Tokenizer
 
 
 def select_text_tokens(
@@ -135,3 +141,77 @@ class TokenSelectionEmbedding(nn.Module):
         pooled = features.amax(dim=1)  # (B, E)
         any_valid = (~padding_mask).any(dim=1, keepdim=True)  # (B, 1)
         return torch.where(any_valid, pooled, torch.zeros_like(pooled))  # (B, E)
+
+
+# --------------------------------------------------------------------------- one batch's selection
+
+SELECTION_KEY = "token_selection"  # where a batch's selection is kept in Encoded.extras
+
+
+@dataclass
+class Selection:
+    """The tokens kept for one batch."""
+
+    image_idx: Tensor  # (B, K) kept patch indices 0..N-1 (class token excluded), spatial order
+    text_idx: Tensor | None  # (B, Kt) kept caption positions, valid ones first; None without caption selection
+    text_valid: Tensor | None  # (B, Kt) bool, False on filler entries
+
+
+def end_token_attention(attentions: Sequence[Tensor], ids: Tensor, eot_id: int) -> Tensor:
+    """The attention each caption's end token pays every position in the last layer: (B, L).
+
+    ``attentions`` are the text tower's (B, heads, L, L) maps, one per layer;
+    the last is averaged over heads and read at the row of each caption's
+    first ``eot_id`` token (RDE's selection row).
+    """
+    last = attentions[-1].float().mean(dim=1)  # (B, L, L)
+    end = (ids == eot_id).to(torch.int8).argmax(dim=1)  # (B,) first end token
+    return last[torch.arange(ids.shape[0], device=ids.device), end]  # (B, L)
+
+
+class TokenSelector:
+    """Which image patches and caption tokens are kept (KPDM's two heads share one).
+
+    ``ratio`` is ``model.kpdm.select_ratio`` (1.0 keeps every patch and skips
+    the scoring), ``layers`` and ``method`` the patch-importance settings;
+    ``text`` selects caption tokens too (needed by the caption's TSE only).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, ratio: float, layers: int, method: str, text: bool) -> None:
+        self.tokenizer = tokenizer
+        self.ratio = float(ratio)
+        self.layers = int(layers)
+        self.method = method
+        self.text = text
+
+    @torch.no_grad()
+    def image(self, tokens: Tensor, attentions: Sequence[Tensor] | None) -> Tensor:
+        """Kept patch indices (B, K) for image ``tokens`` (B, 1+N, D) and the tower's attention maps."""
+        batch, num_patches = tokens.shape[0], tokens.shape[1] - 1
+        if self.ratio >= 1.0:
+            return torch.arange(num_patches, device=tokens.device).expand(batch, num_patches)  # (B, N)
+        if attentions is None:
+            raise ValueError(
+                "patch selection needs the image tower's attention maps; run the tower with return_attention=True"
+            )
+        scores = patch_importance(attentions, self.layers, self.method)  # (B, N)
+        return select_patches(scores, self.ratio)  # (B, K)
+
+    @torch.no_grad()
+    def caption(self, ids: Tensor, attentions: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Kept caption positions (B, Kt) and their validity (B, Kt) from the text tower's attention maps."""
+        row = end_token_attention(attentions, ids, self.tokenizer.eot_id)  # (B, L)
+        return select_text_tokens(row, self.tokenizer.attention_mask(ids), self.ratio)
+
+    def for_batch(self, enc, caption_ids: Tensor) -> Selection:
+        """The batch's selection, computed once and kept in ``enc.extras`` for the other head."""
+        selection = enc.extras.get(SELECTION_KEY)
+        if selection is None:
+            image_idx = self.image(enc.image_tokens, enc.image_attentions)
+            text_idx = text_valid = None
+            if self.text:
+                if enc.text_attentions is None:
+                    raise ValueError("caption selection needs the text tower's attention maps (return_attention=True)")
+                text_idx, text_valid = self.caption(caption_ids, enc.text_attentions)
+            selection = enc.extras[SELECTION_KEY] = Selection(image_idx, text_idx, text_valid)
+        return selection

@@ -204,15 +204,20 @@ def token_offsets(tokenizer: Tokenizer, caption: str) -> tuple[list[int], list[t
 
 
 def span_token_positions(
-    tokenizer: Tokenizer, caption: str, spans: Sequence[tuple[int, int]]
+    tokenizer: Tokenizer,
+    caption: str,
+    spans: Sequence[tuple[int, int]],
+    offsets: Sequence[tuple[int, int]] | None = None,
 ) -> list[np.ndarray]:
     """For each character span ``(start, end)`` of ``caption``, the positions in ``tokenizer.encode(caption)``
     of the tokens that overlap it (every sub-word of every word it touches); position 0 is the start token.
 
-    A token overlaps a span when ``token_start < end and token_end > start``.
-    Taught in ``03_kpdm_key_phrase_masking``.
+    A token overlaps a span when ``token_start < end and token_end > start``. ``offsets`` are the
+    caption's token offsets when already computed (:func:`token_offsets`). This is how
+    :class:`KeyPhraseMasking` finds a phrase's tokens. Taught in ``03_kpdm_key_phrase_masking``.
     """
-    _, offsets = token_offsets(tokenizer, caption)
+    if offsets is None:
+        _, offsets = token_offsets(tokenizer, caption)
     return [_overlapping(offsets, start, end) + 1 for start, end in spans]
 
 
@@ -309,15 +314,13 @@ class KeyPhraseMasking:
                 f"ids do not start with the tokenisation of the caption {caption!r}; pass the ids the "
                 "masking's tokenizer made from this very caption"
             )
-        spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)  # (T, 2)
         is_special = self._is_special_id[original]  # (L,)
         owner = np.full(original.size, -1)  # (L,) which group holds each position
         groups: list[np.ndarray] = []
-        for phrase in phrases:
-            tokens = np.flatnonzero((spans[:, 0] < phrase.end) & (spans[:, 1] > phrase.start))  # (S,) body indices
-            if tokens.size == 0 or tokens[-1] >= kept:
+        spans = [(phrase.start, phrase.end) for phrase in phrases]
+        for positions in span_token_positions(self.tokenizer, caption, spans, offsets):  # (S,) each, start token at 0
+            if positions.size == 0 or positions[-1] > kept:
                 continue  # no token, or cut by truncation
-            positions = tokens + 1  # (S,) the start token is at 0
             positions = positions[~is_special[positions]]
             if positions.size == 0:
                 continue

@@ -46,6 +46,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, normalizers, pre_tokenizers
 
+from tireid_lite.checkpoint import read_folder, write_folder
 from tireid_lite.errors import ConfigError
 from tireid_lite.progress import progress
 
@@ -443,3 +444,15 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             "upgrade the kit"
         )
     return TOKENIZER_KINDS[kind]._from_saved(directory, meta)
+
+
+def tokenizer_files(tokenizer: Tokenizer) -> dict[str, bytes]:
+    """The files of a saved tokenizer as ``{name: contents}``, to store in a checkpoint."""
+    with tempfile.TemporaryDirectory(prefix="tireid-tokenizer-") as folder:
+        return read_folder(tokenizer.save(folder))
+
+
+def tokenizer_from_files(files: dict[str, bytes]) -> Tokenizer:
+    """Rebuild a tokenizer from the file contents stored in a checkpoint (see :func:`tokenizer_files`)."""
+    with tempfile.TemporaryDirectory(prefix="tireid-tokenizer-") as folder:
+        return load_tokenizer(write_folder(files, folder))

@@ -1,11 +1,8 @@
-"""The data side of a run, built from a config: dataset, tokenizer, noise, torch datasets, loader.
+"""The training loader: batches whose content depends only on ``(seed, epoch)``.
 
-:func:`build_data` reads the dataset named by ``cfg.data`` (the cached
-SynthPEDES when ``data.dataset`` is ``synth`` and ``data.root`` is empty),
-trains the word tokenizer on the training captions (or loads CLIP's from
-``model.pretrained_dir``), injects caption noise when ``data.noise_rate > 0``
-and wraps everything in torch datasets. :func:`build_train_loader` turns the
-training set into batches whose content depends only on ``(seed, epoch)``:
+The data it loads is built by :func:`tireid_lite.data.build.build_data`
+(dataset, tokenizer, noise, torch datasets). :func:`build_train_loader` turns
+the training set into batches whose content depends only on ``(seed, epoch)``:
 
 * the epoch's *global* batches (shuffled, or P identities x K pairs) are drawn
   from ``(seed, epoch)``; under DDP each rank takes its contiguous slice of every
@@ -20,135 +17,26 @@ DDP run match a single-process one. Taught in ``02_baseline_irra``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tireid_lite.checkpoint import STREAM_BATCH_ORDER, STREAM_ITEM, derive_seed
 from tireid_lite.config import Config
-from tireid_lite.data.noise import NoiseInjection, inject_noise
-from tireid_lite.data.readers import read_dataset
-from tireid_lite.data.records import PedesDataset
+from tireid_lite.data.build import Data, build_data
 from tireid_lite.data.samplers import IdentityBalancedSampler
-from tireid_lite.data.torch_data import GalleryDataset, QueryDataset, TrainPairsDataset
-from tireid_lite.data.transforms import build_transforms
 from tireid_lite.errors import ConfigError
-from tireid_lite.text.tokenizers import CLIPBPETokenizer, Tokenizer, WordTokenizer
-from tireid_lite.train.checkpoint import STREAM_BATCH_ORDER, STREAM_ITEM, derive_seed
+from tireid_lite.models.head import NEEDS_PART_MAPS
+from tireid_lite.models.methods import method_needs
+from tireid_lite.text.tokenizers import Tokenizer
 
 
-@dataclass
-class Data:
-    """What a run reads: the dataset, its tokenizer, the training set and the evaluation sets.
-
-    ``train_set`` is ``None`` when the data was built for evaluation only.
-    Gallery and query sets are built on first use and kept.
-    """
-
-    dataset: PedesDataset
-    tokenizer: Tokenizer
-    image_size: tuple[int, int]
-    train_set: TrainPairsDataset | None = None
-    noise: NoiseInjection | None = None
-    train_identities: int = 0  # the first N training identities only (0 = all), as data.train_identities
-    _eval_sets: dict[tuple[str, str], Dataset] = field(default_factory=dict, repr=False)
-
-    @property
-    def num_classes(self) -> int:
-        """The number of training identities (the ID classifier's outputs)."""
-        return self.train_identities or len({r.pid for r in self.dataset.split("train")})
-
-    def has_split(self, split: str) -> bool:
-        return self.dataset.has_split(split)
-
-    def gallery(self, split: str) -> GalleryDataset:
-        """Every image of ``split`` (test-time transform), in file order."""
-        key = ("gallery", split)
-        if key not in self._eval_sets:
-            self._eval_sets[key] = GalleryDataset(self.dataset, split, build_transforms(self.image_size, train=False))
-        return self._eval_sets[key]
-
-    def queries(self, split: str) -> QueryDataset:
-        """Every caption of ``split``, tokenized."""
-        key = ("queries", split)
-        if key not in self._eval_sets:
-            self._eval_sets[key] = QueryDataset(self.dataset, split, self.tokenizer)
-        return self._eval_sets[key]
-
-
-def dataset_root(cfg: Config) -> Path:
-    """Where the dataset lives: ``data.root``, or the cached SynthPEDES for ``synth`` with no root."""
-    if cfg.data.root:
-        return Path(cfg.data.root).expanduser()
-    if cfg.data.dataset == "synth":
-        from tireid_lite.data.synth import ensure_synth
-
-        return Path(
-            ensure_synth(
-                ids_train=cfg.data.synth_ids_train,
-                ids_val=cfg.data.synth_ids_val,
-                ids_test=cfg.data.synth_ids_test,
-                images_per_id=cfg.data.synth_images_per_id,
-                size=tuple(cfg.data.image_size),
-                seed=cfg.data.synth_seed,
-            )
-        )
-    raise ConfigError(
-        f"config key 'data.root' is empty but data.dataset is {cfg.data.dataset!r}; "
-        "give the dataset's root with --data-root DIR (see data_setup/README.md)"
-    )
-
-
-def build_tokenizer(cfg: Config, dataset: PedesDataset) -> Tokenizer:
-    """The word tokenizer trained on the training captions, or CLIP's BPE from ``model.pretrained_dir``."""
-    if cfg.data.tokenizer == "clip":
-        if not cfg.model.pretrained_dir:
-            raise ConfigError(
-                "config key 'data.tokenizer' is 'clip' but 'model.pretrained_dir' is empty; "
-                "set model.pretrained_dir to a local CLIP checkpoint or use data.tokenizer=word"
-            )
-        return CLIPBPETokenizer.from_pretrained(cfg.model.pretrained_dir, max_length=cfg.data.max_length)
-    captions = [caption for record in dataset.split("train") for caption in record.captions]
-    return WordTokenizer.train(captions, max_length=cfg.data.max_length)
-
-
-def build_data(cfg: Config, tokenizer: Tokenizer | None = None, *, train: bool = True) -> Data:
-    """Read the dataset of ``cfg`` and build its tokenizer (unless given) and torch datasets.
-
-    ``train=False`` skips the training set (evaluation from a checkpoint, whose
-    tokenizer is passed in). Taught in ``02_baseline_irra``.
-    """
-    dataset = read_dataset(cfg.data.dataset, dataset_root(cfg))
-    if tokenizer is None:
-        tokenizer = build_tokenizer(cfg, dataset)
-    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    data = Data(dataset=dataset, tokenizer=tokenizer, image_size=size, train_identities=cfg.data.train_identities)
-    if train:
-        try:
-            pairs = dataset.train_pairs(cfg.data.train_identities)
-        except ValueError as err:
-            raise ConfigError(f"data.train_identities={cfg.data.train_identities}: {err}") from err
-        if cfg.data.noise_rate > 0:
-            data.noise = inject_noise(pairs, cfg.data.noise_rate, cfg.data.noise_seed)
-        transform = build_transforms(size, train=True, flip=False, pad=cfg.data.pad, erase_p=cfg.data.erasing_p)
-        data.train_set = TrainPairsDataset(dataset, tokenizer, transform, flip_p=cfg.data.flip_p, noise=data.noise,
-                                           cache_images=cfg.data.cache_images, part_maps=_part_maps(cfg, dataset),
-                                           identities=cfg.data.train_identities)
-    return data
-
-
-def _part_maps(cfg: Config, dataset: PedesDataset):
-    """The part maps BiLMa's semantic MIM target reads (SynthPEDES's own, else ``<root>/parsing/`` with the
-    body-layout prior for images without a map), or ``None`` when the method does not need them."""
-    m = cfg.model
-    if m.method != "bilma" or m.mim_loss_weight <= 0 or m.mim_target != "semantic":
-        return None
-    from tireid_lite.data.patch_labels import ParsingMaps
-
-    return ParsingMaps.for_dataset(dataset)
+def build_training_data(cfg: Config, tokenizer: Tokenizer | None = None) -> Data:
+    """The data a run of ``cfg`` trains on: :func:`~tireid_lite.data.build.build_data` with what the
+    method's heads need from it (part maps for BiLMa's semantic target), asked of the method."""
+    return build_data(cfg, tokenizer, part_maps=NEEDS_PART_MAPS in method_needs(cfg))
 
 
 # --------------------------------------------------------------------------- the training loader

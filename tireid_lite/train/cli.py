@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from tireid_lite.config import (
-    METHODS,
+    PROFILES,
     Config,
     apply_overrides,
     get_profile,
@@ -27,13 +27,13 @@ from tireid_lite.config import (
     validate,
 )
 from tireid_lite.errors import ConfigError
-from tireid_lite.notebook import PROFILES
+from tireid_lite.models.methods import METHODS
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=PROFILES, default=None, help="named defaults (default: cpu)")
     parser.add_argument("--config", type=Path, default=None, help="a YAML config (as written to a run's config.yaml)")
-    parser.add_argument("--method", choices=METHODS, default=None, help="model.method")
+    parser.add_argument("--method", choices=list(METHODS), default=None, help="model.method")
     parser.add_argument("--data-root", default=None, help="data.root: the dataset's root folder")
     parser.add_argument("--out", type=Path, required=True, help="the run's folder (new or empty, unless --resume)")
     parser.add_argument("--seed", type=int, default=None, help="train.seed")
@@ -73,7 +73,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tireid_lite.train import distributed
+    from tireid_lite import distributed
     from tireid_lite.train.trainer import Trainer
 
     cfg = build_config(args)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-from torch.optim.lr_scheduler import LambdaLR
 
 from tireid_lite.errors import ConfigError
 
@@ -55,15 +53,3 @@ class WarmupCosine:
             return 1.0
         progress = min(step - self.warmup_steps, decay_steps) / decay_steps
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    warmup_steps: int,
-    *,
-    start_factor: float = 0.1,
-    floor: float = 0.0,
-) -> LambdaLR:
-    """A ``LambdaLR`` following :class:`WarmupCosine`; call ``scheduler.step()`` after each optimiser step."""
-    return LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps, start_factor, floor))

@@ -3,15 +3,21 @@
 Each epoch::
 
     reseed the global generators from (seed, epoch); point the loader at the epoch
-    model.on_epoch_start(epoch, trainer)  # e.g. a noise partition; model.epoch_stats join the epoch's record
-    for batch in loader:                 # global batch, split across processes under DDP
-        out = model(batch)               # {"loss": total, "sdm": ..., "id": ..., ...}
+    procedures between epochs             # the noise partitioner: per-pair weights, figures for the record
+    for batch in loader:                  # global batch, split across processes under DDP
+        batch["pair_weights"] = ...       # when a partition is in force
+        out = model(batch)                # {"loss": total, "sdm": ..., "id": ..., ...}
         out["loss"].backward(); clip the gradient norm; Adam step; lr schedule step
     evaluate on val (every eval_every epochs); keep best.pt by val R1; write last.pt
 
 and at the end the best checkpoint is evaluated once on test. Before the first
 epoch a model with ``prepare(data)`` sets itself up for the dataset (KPDM
 parses its key phrases), then its ``caption_hook`` goes to the training set.
+What the data must carry is asked of the method
+(:func:`~tireid_lite.models.methods.method_needs`: part maps for BiLMa's
+semantic target). The procedures between epochs belong to the Trainer, never
+to a head: the noise partitioner (:mod:`tireid_lite.train.noise`) computes
+per-pair weights that reach the losses as ``batch["pair_weights"]``.
 The optimiser is Adam over the model's parameter groups (IRRA's: new modules
 learn faster), the learning rate follows a linear warm-up then a cosine (per
 step), and on CUDA the forward pass runs under bf16 autocast.
@@ -19,7 +25,7 @@ step), and on CUDA the forward pass runs under bf16 autocast.
 Files in ``out_dir`` (written by rank 0 only): ``config.yaml``; ``log.csv``
 (every ``log_every`` steps: epoch, step, lr, every loss and logged value,
 gradient norm; averaged over processes); ``metrics.json`` (each evaluation);
-``best.pt`` and ``last.pt`` (atomic; see :mod:`tireid_lite.train.checkpoint`);
+``best.pt`` and ``last.pt`` (atomic; see :mod:`tireid_lite.checkpoint`);
 ``test_metrics.json`` (the best checkpoint on test); ``epoch<e>.pt`` for the
 epochs listed in ``keep_epochs``.
 
@@ -42,13 +48,9 @@ notebook ``09`` (full GPU training) runs it under ``torchrun``.
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import math
 import os
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,25 +58,28 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from tireid_lite.config import Config, config_from_dict, save_config, validate
-from tireid_lite.errors import ConfigError, TIReIDError
-from tireid_lite.eval.retrieval import evaluate as evaluate_retrieval
-from tireid_lite.progress import progress
-from tireid_lite.text.tokenizers import Tokenizer, load_tokenizer
-from tireid_lite.train import distributed
-from tireid_lite.train.build import Data, build_data, build_train_loader, set_loader_epoch
-from tireid_lite.train.checkpoint import (
+from tireid_lite import distributed
+from tireid_lite.checkpoint import (
     STREAM_EPOCH,
     derive_seed,
     load_checkpoint,
-    read_folder,
     require_keys,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
-    write_folder,
 )
+from tireid_lite.config import Config, config_differences, save_config, validate
+from tireid_lite.data.build import Data
+from tireid_lite.distributed import resolve_amp
+from tireid_lite.errors import ConfigError, TIReIDError
+from tireid_lite.eval.retrieval import evaluate as evaluate_retrieval
+from tireid_lite.models import build_model
+from tireid_lite.progress import progress
+from tireid_lite.text.tokenizers import tokenizer_files, tokenizer_from_files
+from tireid_lite.train.build import build_train_loader, build_training_data, set_loader_epoch
+from tireid_lite.train.noise import NoisePartitioner
+from tireid_lite.train.run_files import append_log, copy_file, trim_log, write_json
 from tireid_lite.train.schedule import WarmupCosine
 from tireid_lite.train.warm_start import WarmStart, apply_warm_start, ensure_warm_start
 
@@ -89,64 +94,6 @@ RESUME_FREE_KEYS = ("data.root", "data.num_workers", "train.threads")
 # Keys in which a branch may differ from the run it starts from (within the partition warm-up).
 BRANCH_FREE_KEYS = RESUME_FREE_KEYS + ("train.partitioner",)
 SELECTION_METRIC = "R1"
-
-
-def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``train.amp``: ``auto`` is bf16 on CUDA and off on CPU."""
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
-        return None
-    if setting not in ("auto", "bf16"):
-        raise ConfigError(f"config key 'train.amp' is {setting!r}; use auto, bf16 or off")
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("config key 'train.amp' asks for bf16 but this GPU does not support it; set train.amp=off")
-    return torch.bfloat16
-
-
-def tokenizer_from_files(files: dict[str, bytes]) -> Tokenizer:
-    """Rebuild a tokenizer from the file contents stored in a checkpoint."""
-    with tempfile.TemporaryDirectory(prefix="tireid-tokenizer-") as folder:
-        return load_tokenizer(write_folder(files, folder))
-
-
-def tokenizer_files(tokenizer: Tokenizer) -> dict[str, bytes]:
-    """The files of a saved tokenizer as ``{name: contents}``, to store in a checkpoint."""
-    with tempfile.TemporaryDirectory(prefix="tireid-tokenizer-") as folder:
-        return read_folder(tokenizer.save(folder))
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_differences(
-    saved: dict[str, Any], given: dict[str, Any], free: tuple[str, ...] = RESUME_FREE_KEYS
-) -> list[str]:
-    """``key: saved -> given`` for every key (outside ``free``) whose value differs."""
-    old, new = _flatten(saved), _flatten(given)
-    return [
-        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
-        for key in sorted(set(old) | set(new))
-        if key not in free and old.get(key) != new.get(key)
-    ]
-
-
-def _copy_file(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` through a temporary file (``target`` appears whole or not at all)."""
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(source.read_bytes())
-    os.replace(tmp, target)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _check_train_keys(cfg: Config) -> None:
@@ -247,14 +194,12 @@ class Trainer:
         seed_everything(cfg.train.seed)
         if data is None:
             tokenizer = tokenizer_from_files(resume_state["tokenizer"]) if resume_state else None
-            data = build_data(cfg, tokenizer)
+            data = build_training_data(cfg, tokenizer)
         if data.train_set is None:
             raise ConfigError("the Trainer needs training data; build it with build_data(cfg, train=True)")
         self.data = data
         self.warm_start: WarmStart | None = None  # the pretrained towers this run started from, if any
         if model is None:
-            from tireid_lite.models import build_model
-
             model = build_model(cfg, data.tokenizer, data.num_classes)
             if cfg.model.warm_start == "attributes" and not resume_state:
                 self.warm_start = _warm_start(cfg, data)
@@ -286,6 +231,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr, betas=(0.9, 0.999))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self._tokenizer_files = tokenizer_files(data.tokenizer)
+        self.partitioner = NoisePartitioner(cfg)  # the procedure between epochs
+        self.pair_weights: torch.Tensor | None = None  # (N,) by pair index while a partition is in force
+        self.epoch_stats: dict[str, Any] = {}  # what the procedures report for the current epoch
 
         self.epoch = 0  # epochs completed
         self.step = 0  # optimiser steps taken
@@ -332,7 +280,7 @@ class Trainer:
             return None
         state = load_checkpoint(last)
         require_keys(state, CHECKPOINT_KEYS, last)
-        changed = config_differences(state["config"], self.cfg.to_dict())
+        changed = config_differences(state["config"], self.cfg.to_dict(), free=RESUME_FREE_KEYS)
         if changed:
             raise ConfigError(
                 f"cannot resume {last} with a different config ({'; '.join(changed[:3])}); "
@@ -386,7 +334,7 @@ class Trainer:
             save_checkpoint(self.out_dir / "best.pt", {**best, "config": self.cfg.to_dict()})
         source_log = source.parent / "log.csv"
         if source_log.is_file():
-            _copy_file(source_log, self.out_dir / "log.csv")
+            copy_file(source_log, self.out_dir / "log.csv")
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.raw_model.load_state_dict(state["model"])
@@ -434,7 +382,7 @@ class Trainer:
             self.epoch = epoch
             seconds = round(time.perf_counter() - started, 3)
             record: dict[str, Any] = {"epoch": epoch, "step": self.step, "train_seconds": seconds}
-            record.update(getattr(self.raw_model, "epoch_stats", None) or {})  # e.g. a noise partition's figures
+            record.update(self.epoch_stats)  # e.g. a noise partition's figures
             is_best = False
             if has_val and (epoch % cfg.train.eval_every == 0 or epoch == cfg.train.num_epochs):
                 metrics = self.evaluate("val")
@@ -463,13 +411,15 @@ class Trainer:
         cfg = self.cfg
         seed_everything(derive_seed(cfg.train.seed, epoch, STREAM_EPOCH))
         set_loader_epoch(self.loader, epoch)
-        self.raw_model.on_epoch_start(epoch, self)
+        self.before_epoch(epoch)
         self.model.train()
         last = len(self.loader) - 1
         bar_args = {} if self.is_main else {"disable": True}
         bar = progress(self.loader, desc=f"epoch {epoch}/{cfg.train.num_epochs}", total=len(self.loader), **bar_args)
         for i, batch in enumerate(bar):
             batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+            if self.pair_weights is not None:
+                batch["pair_weights"] = self.pair_weights[batch["index"]]  # (B,)
             lr = cfg.train.lr * self.schedule(self.step)
             with self._autocast():
                 out = self.model(batch)
@@ -486,6 +436,13 @@ class Trainer:
                 bar.set_postfix(loss=f"{logged['loss']:.3f}")
             if self.crash_at == self.step:
                 os._exit(CRASH_EXIT_CODE)  # the crash-test hook: no cleanup, no flushing
+
+    def before_epoch(self, epoch: int) -> None:
+        """The procedures between epochs: the noise partitioner sets this epoch's pair weights."""
+        self.pair_weights, self.epoch_stats = self.partitioner.before_epoch(
+            epoch, self.raw_model, self.data, device=self.device, amp_dtype=self.amp_dtype)
+        if self.epoch_stats:
+            self.say(self.partitioner.describe(epoch, self.epoch_stats))
 
     def _log_step(
         self, epoch: int, lr: float, out: dict[str, torch.Tensor], grad_norm: torch.Tensor | None
@@ -528,13 +485,13 @@ class Trainer:
         metrics = self.evaluate("test")
         self.say(f"best epoch {state['best_epoch']} test " + _format_metrics(metrics))
         if self.is_main:
-            _write_json(self.out_dir / "test_metrics.json", {"epoch": state["best_epoch"], "split": "test", **metrics})
+            write_json(self.out_dir / "test_metrics.json", {"epoch": state["best_epoch"], "split": "test", **metrics})
         return metrics
 
     # ------------------------------------------------------------------ files
 
     def _write_metrics(self, has_val: bool) -> None:
-        _write_json(
+        write_json(
             self.out_dir / "metrics.json",
             {
                 "selection": f"val {SELECTION_METRIC}" if has_val else "last epoch (no val split)",
@@ -545,64 +502,13 @@ class Trainer:
         )
 
     def _append_log(self, row: dict[str, Any]) -> None:
-        path = self.out_dir / "log.csv"
-        if self._log_columns is None:
-            self._log_columns = list(row)
-        write_header = not path.exists() or path.stat().st_size == 0
-        with open(path, "a", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self._log_columns, extrasaction="ignore")
-            if write_header:
-                writer.writeheader()
-            writer.writerow(row)
+        self._log_columns = append_log(self.out_dir / "log.csv", row, self._log_columns)
 
     def _trim_log(self) -> None:
         """Drop log rows past the restored step (written before a crash), so the log matches the state."""
-        path = self.out_dir / "log.csv"
-        if not path.exists():
-            return
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            columns = reader.fieldnames
-            rows = [row for row in reader if row.get("step", "").isdigit() and int(row["step"]) <= self.step]
-        if not columns:
-            path.unlink()
-            return
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-        self._log_columns = list(columns)
-
-
-@dataclass
-class TrainedModel:
-    """A model restored from a Trainer checkpoint, with the config and tokenizer it was trained with."""
-
-    cfg: Config
-    tokenizer: Tokenizer
-    model: nn.Module
-    epoch: int  # epochs completed when the checkpoint was written
-    num_classes: int
-
-
-def load_trained(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild the model stored in ``best.pt`` / ``last.pt`` (eval mode, on ``device``)."""
-    from tireid_lite.models import build_model
-
-    state = load_checkpoint(path)
-    require_keys(state, ("model", "config", "tokenizer", "num_classes", "epoch"), path)
-    try:
-        cfg = config_from_dict(state["config"])
-    except ConfigError as err:
-        raise ConfigError(f"checkpoint {path} holds a config this version cannot read: {err}") from None
-    tokenizer = tokenizer_from_files(state["tokenizer"])
-    model = build_model(cfg, tokenizer, int(state["num_classes"]))
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    return TrainedModel(cfg=cfg, tokenizer=tokenizer, model=model, epoch=int(state["epoch"]),
-                        num_classes=int(state["num_classes"]))
+        columns = trim_log(self.out_dir / "log.csv", self.step)
+        if columns is not None:
+            self._log_columns = columns
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:

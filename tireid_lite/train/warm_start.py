@@ -48,13 +48,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tireid_lite import __version__
-from tireid_lite.config import Config, apply_overrides
+from tireid_lite.cache import cache_dir
+from tireid_lite.config import Config, apply_overrides, config_from_dict
+from tireid_lite.data.build import dataset_root
 from tireid_lite.data.readers import read_dataset
-from tireid_lite.data.torch_data import TrainPairsDataset
+from tireid_lite.data.torch_data import GalleryDataset, QueryDataset, TrainPairsDataset
 from tireid_lite.data.transforms import build_transforms
 from tireid_lite.errors import ConfigError, TIReIDError
+from tireid_lite.models import build_model
 from tireid_lite.progress import progress
-from tireid_lite.text.tokenizers import Tokenizer
+from tireid_lite.text.tokenizers import Tokenizer, tokenizer_files
 
 FORMAT = 1
 SEED_OFFSET = 1000  # the pretraining draw is SynthPEDES seed ``data.synth_seed + SEED_OFFSET``
@@ -95,16 +98,12 @@ def pretrain_config(cfg: Config) -> Config:
 
 
 def _copy(cfg: Config) -> Config:
-    from tireid_lite.config import config_from_dict
-
     return config_from_dict(cfg.to_dict())
 
 
 def warm_start_key(cfg: Config, tokenizer: Tokenizer) -> str:
     """``towers-<hash>``: the hash covers the towers' shape, the data, the pretraining settings,
     the tokenizer's vocabulary and the kit version."""
-    from tireid_lite.train.trainer import tokenizer_files
-
     d, m, t = cfg.data, cfg.model, cfg.train
     settings = {
         "data": [list(d.image_size), d.max_length, d.pad, d.synth_ids_train, d.synth_ids_val, d.synth_ids_test,
@@ -121,8 +120,6 @@ def warm_start_key(cfg: Config, tokenizer: Tokenizer) -> str:
 
 def warm_start_path(cfg: Config, tokenizer: Tokenizer) -> Path:
     """Where the pretrained towers for ``cfg`` are cached."""
-    from tireid_lite.data.synth.generate import cache_dir
-
     return cache_dir() / "towers" / f"{warm_start_key(cfg, tokenizer)}.pt"
 
 
@@ -172,9 +169,6 @@ def pretrain_towers(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
 
     Touches no global random state: everything runs inside ``torch.random.fork_rng``.
     """
-    from tireid_lite.models import build_model
-    from tireid_lite.train.build import dataset_root
-
     pre = pretrain_config(cfg)
     root = dataset_root(pre)
     dataset = read_dataset("synth", root)
@@ -185,7 +179,7 @@ def pretrain_towers(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(PRETRAIN_SEED)
-        model = build_model(apply_overrides(_copy(pre), ["model.method=baseline"]), tokenizer, 1)
+        model = build_model(apply_overrides(_copy(pre), ["model.method=baseline", "train.partitioner=none"]), tokenizer, 1)
         heads = AttributeHeads(model.image_tower.out_dim, targets.fields)
         model.train()
         params = [*model.image_tower.parameters(), *model.text_tower.parameters(), *heads.parameters()]
@@ -232,8 +226,6 @@ def pretrain_towers(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
 @torch.no_grad()
 def _val_accuracy(model, heads, dataset, targets, tokenizer, size) -> dict[str, dict[str, float]]:
     """Per-attribute accuracy on the pretraining draw's val split, images and captions apart."""
-    from tireid_lite.data.torch_data import GalleryDataset, QueryDataset
-
     transform = build_transforms(size, train=False)
     images = GalleryDataset(dataset, "val", transform)
     queries = QueryDataset(dataset, "val", tokenizer)

@@ -33,6 +33,7 @@ from tireid_lite.data.synth.png import encode_png
 from tireid_lite.data.synth.render import render_scenes
 from tireid_lite.data.synth.rng import scalar_rng
 from tireid_lite.data.synth.scene import sample_scene
+from tireid_lite.cache import cache_dir
 from tireid_lite.errors import DatasetError
 from tireid_lite.progress import progress
 
@@ -176,11 +177,6 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     os.replace(out, old / "data")
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def cache_dir() -> Path:
-    """``$TIREID_CACHE`` or ``~/.cache/tireid-lite``."""
-    return Path(os.environ.get("TIREID_CACHE") or Path.home() / ".cache" / "tireid-lite").expanduser()
 
 
 def synth_cache_path(

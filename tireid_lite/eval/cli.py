@@ -2,10 +2,12 @@
 
     tireid eval --checkpoint runs/baseline/best.pt
     tireid eval --checkpoint runs/irra/best.pt --data-root /data/CUHK-PEDES --split val
+    tireid eval --checkpoint runs/cada/best.pt --rerank-k 32     # a method with a second stage
 
 The checkpoint carries its config and tokenizer, so only the data may need a
 new root (``--data-root``) when it moved. The output is one JSON object with
-``R1``, ``R5``, ``R10``, ``mAP`` and ``mINP`` in percent. Taught in ``02_baseline_irra``.
+``R1``, ``R5``, ``R10``, ``mAP`` and ``mINP`` in percent, computed on the final
+order (after re-ranking when ``--rerank-k`` is given). Taught in ``02_baseline_irra``.
 """
 
 from __future__ import annotations
@@ -26,15 +28,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=SPLITS[1:], default="test", help="the split to evaluate (default: test)")
     parser.add_argument("--batch-size", type=int, default=128, help="images or captions encoded at once")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
+    parser.add_argument("--rerank-k", type=int, default=0, metavar="K",
+                        help="re-rank each query's top K images with the method's second stage (default 0: off)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from tireid_lite.data.build import build_data
+    from tireid_lite.distributed import resolve_amp
     from tireid_lite.eval.retrieval import evaluate
-    from tireid_lite.train.build import build_data
-    from tireid_lite.train.trainer import load_trained, resolve_amp
+    from tireid_lite.models.trained import load_trained
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.rerank_k < 0:
+        raise ConfigError(f"--rerank-k {args.rerank_k} must be 0 (no re-ranking) or a positive number of images")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     trained = load_trained(args.checkpoint, device=device)
     cfg = trained.cfg
@@ -46,9 +53,14 @@ def run(args: argparse.Namespace) -> int:
         raise DatasetError(
             f"{data.dataset.name} at {data.dataset.root} has no {args.split!r} split; use --split {present[-1]}"
         )
+    if args.rerank_k and getattr(trained.model, "reranker", None) is None:
+        raise ConfigError(
+            f"--rerank-k {args.rerank_k}: model.method {cfg.model.method!r} of {args.checkpoint} has no second "
+            "retrieval stage; drop --rerank-k"
+        )
     metrics = evaluate(
         trained.model, data, args.split, batch_size=args.batch_size, device=device,
-        amp_dtype=resolve_amp(cfg.train.amp, device),
+        amp_dtype=resolve_amp(cfg.train.amp, device), rerank_k=args.rerank_k,
     )
     print(json.dumps(metrics, indent=1))
     return 0

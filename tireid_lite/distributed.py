@@ -136,3 +136,14 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     out = value.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
+
+
+def resolve_amp(setting: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp``: ``auto`` is bf16 on CUDA and off on CPU."""
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return None
+    if setting not in ("auto", "bf16"):
+        raise ConfigError(f"config key 'train.amp' is {setting!r}; use auto, bf16 or off")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("config key 'train.amp' asks for bf16 but this GPU does not support it; set train.amp=off")
+    return torch.bfloat16

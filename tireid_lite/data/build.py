@@ -1,0 +1,132 @@
+"""The data side of a run, built from a config: dataset, tokenizer, noise and torch datasets.
+
+:func:`build_data` reads the dataset named by ``cfg.data`` (the cached
+SynthPEDES when ``data.dataset`` is ``synth`` and ``data.root`` is empty),
+trains the word tokenizer on the training captions (or loads CLIP's from
+``model.pretrained_dir``), injects caption noise when ``data.noise_rate > 0``
+and wraps everything in torch datasets. The training loader that batches
+them lives in :mod:`tireid_lite.train.build`. Taught in ``02_baseline_irra``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from tireid_lite.config import Config
+from tireid_lite.data.noise import NoiseInjection, inject_noise
+from tireid_lite.data.patch_labels import ParsingMaps
+from tireid_lite.data.readers import read_dataset
+from tireid_lite.data.records import PedesDataset
+from tireid_lite.data.torch_data import GalleryDataset, QueryDataset, TrainPairsDataset
+from tireid_lite.data.transforms import build_transforms
+from tireid_lite.errors import ConfigError
+from tireid_lite.text.tokenizers import CLIPBPETokenizer, Tokenizer, WordTokenizer
+
+
+@dataclass
+class Data:
+    """What a run reads: the dataset, its tokenizer, the training set and the evaluation sets.
+
+    ``train_set`` is ``None`` when the data was built for evaluation only.
+    Gallery and query sets are built on first use and kept.
+    """
+
+    dataset: PedesDataset
+    tokenizer: Tokenizer
+    image_size: tuple[int, int]
+    train_set: TrainPairsDataset | None = None
+    noise: NoiseInjection | None = None
+    train_identities: int = 0  # the first N training identities only (0 = all), as data.train_identities
+    _eval_sets: dict[tuple[str, str], Dataset] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        """The number of training identities (the ID classifier's outputs)."""
+        return self.train_identities or len({r.pid for r in self.dataset.split("train")})
+
+    def has_split(self, split: str) -> bool:
+        return self.dataset.has_split(split)
+
+    def gallery(self, split: str) -> GalleryDataset:
+        """Every image of ``split`` (test-time transform), in file order."""
+        key = ("gallery", split)
+        if key not in self._eval_sets:
+            self._eval_sets[key] = GalleryDataset(self.dataset, split, build_transforms(self.image_size, train=False))
+        return self._eval_sets[key]
+
+    def queries(self, split: str) -> QueryDataset:
+        """Every caption of ``split``, tokenized."""
+        key = ("queries", split)
+        if key not in self._eval_sets:
+            self._eval_sets[key] = QueryDataset(self.dataset, split, self.tokenizer)
+        return self._eval_sets[key]
+
+
+def dataset_root(cfg: Config) -> Path:
+    """Where the dataset lives: ``data.root``, or the cached SynthPEDES for ``synth`` with no root."""
+    if cfg.data.root:
+        return Path(cfg.data.root).expanduser()
+    if cfg.data.dataset == "synth":
+        from tireid_lite.data.synth import ensure_synth
+
+        return Path(
+            ensure_synth(
+                ids_train=cfg.data.synth_ids_train,
+                ids_val=cfg.data.synth_ids_val,
+                ids_test=cfg.data.synth_ids_test,
+                images_per_id=cfg.data.synth_images_per_id,
+                size=tuple(cfg.data.image_size),
+                seed=cfg.data.synth_seed,
+            )
+        )
+    raise ConfigError(
+        f"config key 'data.root' is empty but data.dataset is {cfg.data.dataset!r}; "
+        "give the dataset's root with --data-root DIR (see data_setup/README.md)"
+    )
+
+
+def build_tokenizer(cfg: Config, dataset: PedesDataset) -> Tokenizer:
+    """The word tokenizer trained on the training captions, or CLIP's BPE from ``model.pretrained_dir``."""
+    if cfg.data.tokenizer == "clip":
+        if not cfg.model.pretrained_dir:
+            raise ConfigError(
+                "config key 'data.tokenizer' is 'clip' but 'model.pretrained_dir' is empty; "
+                "set model.pretrained_dir to a local CLIP checkpoint or use data.tokenizer=word"
+            )
+        return CLIPBPETokenizer.from_pretrained(cfg.model.pretrained_dir, max_length=cfg.data.max_length)
+    captions = [caption for record in dataset.split("train") for caption in record.captions]
+    return WordTokenizer.train(captions, max_length=cfg.data.max_length)
+
+
+def build_data(
+    cfg: Config, tokenizer: Tokenizer | None = None, *, train: bool = True, part_maps: bool = False
+) -> Data:
+    """Read the dataset of ``cfg`` and build its tokenizer (unless given) and torch datasets.
+
+    ``train=False`` skips the training set (evaluation from a checkpoint, whose
+    tokenizer is passed in). ``part_maps=True`` gives each training item its
+    part map (what BiLMa's semantic MIM target reads; the Trainer asks the
+    method whether it needs them): SynthPEDES's own, else ``<root>/parsing/``
+    with the body-layout prior for images without a map. Taught in ``02_baseline_irra``.
+    """
+    dataset = read_dataset(cfg.data.dataset, dataset_root(cfg))
+    if tokenizer is None:
+        tokenizer = build_tokenizer(cfg, dataset)
+    size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
+    data = Data(dataset=dataset, tokenizer=tokenizer, image_size=size, train_identities=cfg.data.train_identities)
+    if train:
+        try:
+            pairs = dataset.train_pairs(cfg.data.train_identities)
+        except ValueError as err:
+            raise ConfigError(f"data.train_identities={cfg.data.train_identities}: {err}") from err
+        if cfg.data.noise_rate > 0:
+            data.noise = inject_noise(pairs, cfg.data.noise_rate, cfg.data.noise_seed)
+        transform = build_transforms(size, train=True, flip=False, pad=cfg.data.pad, erase_p=cfg.data.erasing_p)
+        data.train_set = TrainPairsDataset(dataset, tokenizer, transform, flip_p=cfg.data.flip_p, noise=data.noise,
+                                           cache_images=cfg.data.cache_images,
+                                           part_maps=ParsingMaps.for_dataset(dataset) if part_maps else None,
+                                           identities=cfg.data.train_identities)
+    return data
