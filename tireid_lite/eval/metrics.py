@@ -323,17 +323,46 @@ def retrieval_metrics(
     keep = num_matches > 0
     ranks, num_matches = ranks[keep], num_matches[keep]
 
+    per_query = _per_query(ranks, num_matches, max_rank)
+    return {name: float(values.mean()) for name, values in per_query.items()}
+
+
+def _per_query(ranks: np.ndarray, num_matches: np.ndarray, max_rank: int) -> dict[str, np.ndarray]:
+    """Each query's R@k (0 or 100), AP and INP (percent) from its match ranks (Q, M) and match counts (Q,)."""
     first_rank = ranks[:, 0]  # (Q',)
     last_rank = ranks[np.arange(len(ranks)), num_matches - 1]  # (Q',)
     match_number = np.arange(1, ranks.shape[1] + 1)[None, :]  # (1, M): j of the j-th match
     precision_at_match = np.where(ranks > 0, match_number / np.maximum(ranks, 1), 0.0)  # (Q', M)
     average_precision = precision_at_match.sum(1) / num_matches
     inverse_negative_penalty = num_matches / last_rank
-
-    result = {f"R{k}": float(100.0 * np.mean(first_rank <= k)) for k in _cmc_ranks(max_rank)}
-    result["mAP"] = float(100.0 * average_precision.mean())
-    result["mINP"] = float(100.0 * inverse_negative_penalty.mean())
+    result = {f"R{k}": 100.0 * (first_rank <= k) for k in _cmc_ranks(max_rank)}
+    result["mAP"] = 100.0 * average_precision
+    result["mINP"] = 100.0 * inverse_negative_penalty
     return result
+
+
+def per_query_metrics(
+    similarity: ScoreMatrix,
+    query_pids: Identities,
+    gallery_pids: Identities,
+    max_rank: int = 10,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[str, np.ndarray]:
+    """Each query's contribution to :func:`retrieval_metrics`: ``R1``, ``R5``, ``R10`` (0 or 100),
+    ``mAP`` (the query's AP) and ``mINP`` (its INP), in percent, as (Q,) arrays whose means are the
+    metrics. What paired comparisons resample (:mod:`tireid_lite.eval.statistics`). Every query
+    must have a match. Taught in ``03_kpdm_key_phrase_masking``."""
+    _check_chunk_size(chunk_size)
+    scores, q_pids, g_pids = _prepare(similarity, query_pids, gallery_pids)
+    gallery = _GalleryByIdentity(g_pids)
+    num_matches = gallery.count(q_pids)
+    if (num_matches == 0).any():
+        raise RetrievalInputError(
+            f"{int((num_matches == 0).sum())} of {len(q_pids)} queries have no gallery item of their identity; "
+            "per-query metrics need a match for every query"
+        )
+    return _per_query(_match_ranks(scores, q_pids, gallery, chunk_size), num_matches, max_rank)
 
 
 # --------------------------------------------------------------------- top-k

@@ -99,6 +99,25 @@ def evaluate(
     back in the mode it was in. Under ``torchrun`` every process must call this
     (the features are gathered).
     """
+    sim, q_pids, g_pids = score_split(model, data, split, batch_size, device, amp_dtype=amp_dtype,
+                                      num_workers=num_workers, rerank_k=rerank_k)
+    return retrieval_metrics(sim, q_pids, g_pids)
+
+
+def score_split(
+    model: nn.Module,
+    data: EvalData,
+    split: str = "test",
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    *,
+    amp_dtype: torch.dtype | None = None,
+    num_workers: int = 0,
+    rerank_k: int = 0,
+) -> tuple[torch.Tensor, object, object]:
+    """The final scores (Q, G) of ``split`` (after re-ranking when ``rerank_k > 0``) with the queries' and
+    the gallery's identities: what :func:`evaluate` reduces to metrics, and what per-query metrics and
+    paired comparisons read (:func:`~tireid_lite.eval.metrics.per_query_metrics`)."""
     device = torch.device(device)
     gallery, queries = data.gallery(split), data.queries(split)
     pin = device.type == "cuda"
@@ -119,7 +138,7 @@ def evaluate(
                 sim = rerank(model, sim, rerank_k, queries, gallery, text_feats, image_feats, device=device)
     finally:
         model.train(was_training)
-    return retrieval_metrics(sim, queries.pids, gallery.pids)
+    return sim, queries.pids, gallery.pids
 
 
 def rerank(
