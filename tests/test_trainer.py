@@ -344,6 +344,28 @@ def test_trainer_runs_a_model_of_your_own(cuhk_root, tmp_path):
     assert all(float(r["toy"]) == pytest.approx(2 * float(r["loss"]), rel=1e-6) for r in rows)
 
 
+class CountingModel(ToyModel):
+    """Also reports how many forward passes it has run, so log rows can be checked by hand."""
+
+    calls = 0
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        self.calls += 1
+        return {**out, "calls": torch.tensor(float(self.calls))}
+
+
+def test_a_log_row_is_the_mean_of_the_steps_since_the_last_row(cuhk_root, tmp_path):
+    cfg = tiny_config(cuhk_root, "cuhk-pedes", "train.num_epochs=1", "train.log_every=4")
+    data = build_data(cfg)
+    model = CountingModel(data.image_size, data.tokenizer.vocab_size, data.num_classes)
+    Trainer(cfg, tmp_path / "counting", data=data, model=model).fit()
+    rows = _read_log(tmp_path / "counting" / "log.csv")
+    # 6 steps, rows after steps 4 and 6: the means of calls 1-4 and 5-6
+    assert [int(r["step"]) for r in rows] == [4, 6]
+    assert [float(r["calls"]) for r in rows] == [2.5, 5.5]
+
+
 def test_non_finite_loss_stops_with_a_clear_error(cuhk_root, tmp_path):
     cfg, data, model = _toy(cuhk_root, poison=True)
     with pytest.raises(TIReIDError, match=r"training loss is nan at step 1 \(epoch 1\)"):

@@ -141,3 +141,35 @@ def train_arms(arms: Mapping[str, tuple[str, Sequence[str]]], profile: str, seed
             models[arm, seed] = trained
             rows.append({"arm": arm, "seed": seed, **trained.test_metrics, "train_s": trained.train_seconds()})
     return pd.DataFrame(rows), models
+
+
+_PER_QUERY: dict[tuple[str, str], dict] = {}  # (model folder, split) -> per-query metrics, computed once
+
+
+def per_query_results(model, data, split: str = "test") -> dict:
+    """A zoo model's per-query metrics on ``split`` (:func:`~tireid_lite.eval.metrics.per_query_metrics`),
+    computed once per model and split."""
+    from tireid_lite.eval.metrics import per_query_metrics
+    from tireid_lite.eval.retrieval import score_split
+
+    key = (str(model.folder), split)
+    if key not in _PER_QUERY:
+        sim, q_pids, g_pids = score_split(model.model, data, split)
+        _PER_QUERY[key] = per_query_metrics(sim, q_pids, g_pids)
+    return _PER_QUERY[key]
+
+
+def compare_arms(models: Mapping, data, a: str, b: str, metric: str = "R1", split: str = "test"):
+    """The paired difference ``b - a`` of two arms of :func:`train_arms` over their common seeds and the
+    same queries, with a bootstrap interval over queries
+    (:func:`~tireid_lite.eval.statistics.paired_difference`). Taught in ``03_kpdm_key_phrase_masking``."""
+    import numpy as np
+
+    from tireid_lite.eval.statistics import paired_difference
+
+    seeds = sorted({seed for arm, seed in models if arm == a} & {seed for arm, seed in models if arm == b})
+    if not seeds:
+        raise ValueError(f"arms {a!r} and {b!r} share no seed; train both with the same seeds")
+    values = {arm: np.stack([per_query_results(models[arm, seed], data, split)[metric] for seed in seeds])
+              for arm in (a, b)}
+    return paired_difference(values[a], values[b], metric)

@@ -24,7 +24,7 @@ step), and on CUDA the forward pass runs under bf16 autocast.
 
 Files in ``out_dir`` (written by rank 0 only): ``config.yaml``; ``log.csv``
 (every ``log_every`` steps: epoch, step, lr, every loss and logged value,
-gradient norm; averaged over processes); ``metrics.json`` (each evaluation);
+gradient norm; each the mean over the steps since the previous row, averaged over processes); ``metrics.json`` (each evaluation);
 ``best.pt`` and ``last.pt`` (atomic; see :mod:`tireid_lite.checkpoint`);
 ``test_metrics.json`` (the best checkpoint on test); ``epoch<e>.pt`` for the
 epochs listed in ``keep_epochs``.
@@ -241,6 +241,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []  # one record per finished epoch (with its val metrics)
         self._log_columns: list[str] | None = None
+        self._window: tuple[list[str], torch.Tensor, int] | None = None  # scalar sums since the last log row
         if resume_state:
             self._restore(resume_state)
             verb = "branching from" if branch_from is not None else "resuming"
@@ -431,8 +432,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
+            self._add_to_window(out, grad_norm)
             if self.step % cfg.train.log_every == 0 or i == last:
-                logged = self._log_step(epoch, lr, out, grad_norm)
+                logged = self._log_step(epoch, lr)
                 bar.set_postfix(loss=f"{logged['loss']:.3f}")
             if self.crash_at == self.step:
                 os._exit(CRASH_EXIT_CODE)  # the crash-test hook: no cleanup, no flushing
@@ -444,17 +446,28 @@ class Trainer:
         if self.epoch_stats:
             self.say(self.partitioner.describe(epoch, self.epoch_stats))
 
-    def _log_step(
-        self, epoch: int, lr: float, out: dict[str, torch.Tensor], grad_norm: torch.Tensor | None
-    ) -> dict[str, float]:
-        """Average the step's scalars over processes, check the loss, append a row to log.csv."""
+    def _add_to_window(self, out: dict[str, torch.Tensor], grad_norm: torch.Tensor | None) -> None:
+        """Add this step's scalars to the sums of the steps since the last log row (no device sync)."""
         names = sorted(k for k, v in out.items() if k != "loss" and torch.is_tensor(v) and v.ndim == 0)
         values = [out["loss"], *(out[k] for k in names)]
         if grad_norm is not None:
             names.append("grad_norm")
             values.append(grad_norm)
-        stacked = distributed.all_reduce_mean(torch.stack([v.detach().float() for v in values]))  # (K,)
-        logged = dict(zip(["loss", *names], stacked.tolist()))
+        stacked = torch.stack([v.detach().float() for v in values])  # (K,)
+        keys = ["loss", *names]
+        if self._window is None or self._window[0] != keys:
+            self._window = (keys, torch.zeros_like(stacked), 0)
+        _, total, count = self._window
+        self._window = (keys, total + stacked, count + 1)
+
+    def _log_step(self, epoch: int, lr: float) -> dict[str, float]:
+        """Average the scalars over the steps since the last row and over processes, check the loss,
+        append a row to log.csv. A row is a mean over up to ``train.log_every`` steps, not one batch:
+        a single batch's loss varies by several percent from batch to batch."""
+        keys, total, count = self._window
+        self._window = None
+        stacked = distributed.all_reduce_mean(total / count)  # (K,)
+        logged = dict(zip(keys, stacked.tolist()))
         if not math.isfinite(logged["loss"]):
             raise TIReIDError(
                 f"the training loss is {logged['loss']} at step {self.step} (epoch {epoch}); "

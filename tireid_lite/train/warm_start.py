@@ -144,6 +144,23 @@ class AttributeTargets:
         return torch.tensor([self._by_path[p] for p in paths], dtype=torch.long)
 
 
+def majority_rates(cfg: Config, split: str = "val") -> dict[str, float]:
+    """Per attribute, the share of ``split``'s images of the pretraining draw whose person has the
+    commonest value: the accuracy of always guessing that value (what the held-out accuracies of
+    :attr:`WarmStart.val_accuracy` must beat to have learned anything). Taught in ``02_baseline_irra``."""
+    root = dataset_root(pretrain_config(cfg))
+    record = json.loads((Path(root) / "attributes.json").read_text(encoding="utf-8"))
+    people = {entry["id"]: entry for entry in record["identities"]}
+    shown = [people[image["id"]] for image in record["images"] if people[image["id"]]["split"] == split]
+    if not shown:
+        raise TIReIDError(f"the pretraining draw at {root} has no {split!r} images")
+    rates = {}
+    for field in FIELDS:
+        values = [str(person[field]) for person in shown]
+        rates[field] = max(values.count(v) for v in set(values)) / len(values)
+    return rates
+
+
 class AttributeHeads(nn.Module):
     """One linear classifier per attribute over the joint embedding, shared by both towers."""
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 
 from tireid_lite.viz.parts import PART_CMAP, PART_COLOURS, part_legend
 
@@ -82,4 +82,7 @@ def show_kept_patches(
         axes[1].add_patch(Rectangle((c * patch_size - 0.5, r * patch_size - 0.5), patch_size, patch_size,
                                     fill=False, ec="black", lw=1.2))
     part_legend(axes[1], sorted(set(np.unique(labels).tolist())))
+    axes[0].legend(handles=[Patch(facecolor="white", edgecolor="0.4", label="kept (as drawn)"),
+                            Patch(facecolor="0.55", edgecolor="0.4", label="dropped (greyed)")],
+                   loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=7, frameon=False)
     return _finish(fig, axes, title)

@@ -289,15 +289,15 @@ def show_pairs(
         )
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig = plt.figure(figsize=(2.3 * ncols, 3.1 * nrows))
-    grid = fig.add_gridspec(nrows, ncols, wspace=0.35, hspace=0.45)
+    fig = plt.figure(figsize=(2.9 * ncols, 3.3 * nrows))
+    grid = fig.add_gridspec(nrows, ncols, wspace=0.35, hspace=0.5)
     for i in range(n):
-        pair = grid[i // ncols, i % ncols].subgridspec(1, 2, wspace=0.08)
+        pair = grid[i // ncols, i % ncols].subgridspec(1, 2, wspace=0.45)  # room for each label under its image
         for j, (image, label) in enumerate(((left[i], left_labels[i]), (right[i], right_labels[i]))):
             ax = fig.add_subplot(pair[0, j])
             ax.imshow(image, interpolation="nearest")
             _bare(ax)
-            ax.set_xlabel(_wrapped(label, 14), fontsize=7)
+            ax.set_xlabel(_wrapped(label, 11), fontsize=7)
             if j == 0:
                 ax.set_title(_wrapped(titles[i], 26), fontsize=8, loc="left")
     return fig

@@ -84,12 +84,17 @@ def plot_identity_similarities(
     return fig
 
 
+PARTITIONER_COLOURS = {"none": "tab:blue", "ccd": "tab:purple", "tcp": "tab:green"}  # one colour per partitioner
+
+
 def plot_detection(records: pd.DataFrame, *, title: str = "") -> Figure:
     """Detection precision, recall and F1 per epoch, one line per partitioner (and noise rate).
 
     ``records`` has columns ``partitioner``, ``epoch`` and ``precision``,
     ``recall``, ``f1`` (means over seeds, one row per partitioner and epoch),
-    and optionally ``noise`` (one line style per rate). Three axes.
+    and optionally ``noise`` (one line style per rate) and ``chance_precision``,
+    ``chance_recall``, ``chance_f1``: a random flagger's scores at the same flag
+    rate, drawn as thin lines in the partitioner's colour. Three axes.
     """
     needed = {"partitioner", "epoch", "precision", "recall", "f1"}
     missing = needed - set(records.columns)
@@ -99,7 +104,9 @@ def plot_detection(records: pd.DataFrame, *, title: str = "") -> Figure:
     noise_levels = sorted(records["noise"].unique()) if "noise" in records else [None]
     styles = dict(zip(noise_levels, ("-", "--", ":", "-.")))
     for ax, metric in zip(axes, ("precision", "recall", "f1")):
-        for (partitioner, colour) in zip(sorted(records["partitioner"].unique()), ("tab:purple", "tab:green", "tab:orange")):
+        chance = f"chance_{metric}"
+        for partitioner in sorted(records["partitioner"].unique()):
+            colour = PARTITIONER_COLOURS.get(partitioner, "tab:orange")
             for level in noise_levels:
                 rows = records[records["partitioner"] == partitioner]
                 if level is not None:
@@ -109,6 +116,9 @@ def plot_detection(records: pd.DataFrame, *, title: str = "") -> Figure:
                 rows = rows.sort_values("epoch")
                 label = partitioner if level is None else f"{partitioner}, {level:.0%} noise"
                 ax.plot(rows["epoch"], rows[metric], marker="o", color=colour, ls=styles[level], label=label)
+                if chance in rows:  # a random flagger that flags as many pairs: thin, no markers
+                    ax.plot(rows["epoch"], rows[chance], color=colour, ls=styles[level], lw=0.9, alpha=0.55,
+                            label=f"random flagger, as many flags as {label}")
         ax.set_title(metric, fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylim(-0.02, 1.02)

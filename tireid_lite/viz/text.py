@@ -139,17 +139,35 @@ def plot_fmlm_weights(
     annotate: dict[str, tuple[float, float]] | None = None,
     ylabel: str = "weight",
     title: str = "",
+    words: Sequence[str] | None = None,
+    show: int = 10,
 ) -> Figure:
-    """FMLM's weight of every vocabulary word against its corpus count (log-log), with named words marked.
+    """FMLM's weight of every vocabulary word against its corpus count (log-log), with named words marked;
+    with ``words``, a second axis of labelled bars: the commonest and the rarest words and their weights.
 
     ``counts`` and ``weights`` (V,) per word; ``annotate`` maps a word to its
-    (count, weight) point to label. One axis.
+    (count, weight) point to label; ``words`` (V,) the words, to name ``show`` of each end.
     """
     counts = np.asarray(counts, dtype=float)
     weights = np.asarray(weights, dtype=float)
     if counts.shape != weights.shape or counts.ndim != 1:
         raise ValueError(f"counts and weights must be two (V,) vectors, got {counts.shape} and {weights.shape}")
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    if words is not None and len(words) != len(counts):
+        raise ValueError(f"words has {len(words)} entries for {len(counts)} counts; give one word per count")
+    if words is None:
+        fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    else:
+        fig, (ax, bars) = plt.subplots(1, 2, figsize=(12.0, 4.2), gridspec_kw={"width_ratios": [1, 1.1]})
+        order = np.argsort(counts, kind="stable")
+        ends = np.concatenate([order[-show:][::-1], order[:show][::-1]])  # commonest first, then the rarest
+        labels = [f"{words[i]} ({int(counts[i])})" for i in ends]
+        colours = ["tab:grey"] * show + ["tab:red"] * show
+        bars.barh(range(len(ends))[::-1], weights[ends], color=colours)
+        bars.set_yticks(range(len(ends))[::-1], labels, fontsize=7)
+        bars.axvline(1.0, color="grey", lw=0.6, ls="--")
+        bars.set_xscale("log")
+        bars.set_xlabel("weight (log scale)")
+        bars.set_title(f"the {show} commonest (grey) and {show} rarest (red) words, with their counts", fontsize=9)
     ax.scatter(counts, weights, s=8, alpha=0.5, color="tab:blue")
     for word, (x, y) in (annotate or {}).items():
         ax.annotate(word, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)

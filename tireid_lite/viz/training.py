@@ -37,7 +37,8 @@ def plot_target_distributions(pids: Sequence[int], *, titles: tuple[str, str] = 
 
 
 def plot_training_log(log: pd.DataFrame, epochs: Sequence[dict], *, title: str = ""):
-    """Loss terms per logged step (left) and validation R1 / mAP per epoch (right)."""
+    """Loss terms per logged row (left; each row a mean over the steps since the previous one) and
+    validation R1 / mAP per epoch (right, on a fixed 0-100 axis, each point labelled)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
     for column in LOSS_COLUMNS:
         if column in log and log[column].notna().any():
@@ -49,10 +50,16 @@ def plot_training_log(log: pd.DataFrame, epochs: Sequence[dict], *, title: str =
     left.set_title("training losses")
     if epochs:
         frame = pd.DataFrame(list(epochs))
-        for metric in ("R1", "mAP"):
+        for metric, offset in (("R1", (-34, 6)), ("mAP", (8, -12))):
             if metric in frame:
                 right.plot(frame["epoch"], frame[metric], marker="o", label=f"val {metric}")
+                for epoch, value in zip(frame["epoch"], frame[metric]):
+                    right.annotate(f"{metric} {value:.1f}", (epoch, value), textcoords="offset points",
+                                   xytext=offset, fontsize=8)
         right.legend(frameon=False)
+        right.set_xlim(0.5, max(frame["epoch"].max(), 1) + 0.5)
+        right.set_xticks(range(1, int(frame["epoch"].max()) + 1))
+    right.set_ylim(0, 100)  # percent on a fixed axis: one epoch is one point, not a zoomed-in line
     right.set_xlabel("epoch")
     right.set_ylabel("%")
     right.set_title("validation")
@@ -62,36 +69,64 @@ def plot_training_log(log: pd.DataFrame, epochs: Sequence[dict], *, title: str =
     return fig
 
 
-def plot_similarity_blocks(sim: np.ndarray, q_pids: Sequence[int], g_pids: Sequence[int], *, title: str = ""):
+def plot_similarity_blocks(
+    sim: np.ndarray,
+    q_pids: Sequence[int],
+    g_pids: Sequence[int],
+    *,
+    partners: dict[int, int] | None = None,
+    title: str = "",
+):
     """A queries x gallery similarity heat-map, lines between identities, matches outlined.
 
     Sort queries and gallery by identity first: a model that has learned shows
-    bright blocks on the diagonal.
+    bright blocks on the diagonal. ``partners`` maps an identity to its
+    hard-negative partner; those off-diagonal blocks are outlined in red, so a
+    partner block as bright as the diagonal is easy to spot. Identity numbers
+    label the rows and columns.
     """
     sim = np.asarray(sim, dtype=float)
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
     if sim.shape != (len(q_pids), len(g_pids)):
         raise ValueError(f"sim has shape {sim.shape} but there are {len(q_pids)} queries and {len(g_pids)} images")
-    fig, ax = plt.subplots(figsize=(0.28 * len(g_pids) + 2.5, 0.28 * len(q_pids) + 1.5))
+    fig, ax = plt.subplots(figsize=(min(0.16 * len(g_pids) + 2.5, 11), min(0.16 * len(q_pids) + 1.8, 9)))
     sns.heatmap(sim, cmap="viridis", ax=ax, xticklabels=False, yticklabels=False, cbar_kws={"label": "cosine"})
     for i, q in enumerate(q_pids):
         for j in np.flatnonzero(g_pids == q):
             ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="white", lw=0.8))
+    for a, b in (partners or {}).items():
+        rows, cols = np.flatnonzero(q_pids == a), np.flatnonzero(g_pids == b)
+        if len(rows) and len(cols):
+            ax.add_patch(plt.Rectangle((cols.min(), rows.min()), cols.max() - cols.min() + 1,
+                                       rows.max() - rows.min() + 1, fill=False, edgecolor="red", lw=1.6))
+    q_ids, q_first = np.unique(q_pids, return_index=True)
+    g_ids, g_first = np.unique(g_pids, return_index=True)
+    q_count, g_count = np.bincount(np.searchsorted(q_ids, q_pids)), np.bincount(np.searchsorted(g_ids, g_pids))
+    ax.set_yticks(q_first + q_count / 2, [str(p) for p in q_ids], fontsize=7)
+    ax.set_xticks(g_first + g_count / 2, [str(p) for p in g_ids], fontsize=7, rotation=90)
     for k in np.flatnonzero(np.diff(q_pids)) + 1:
         ax.axhline(k, color="black", lw=0.6)
     for k in np.flatnonzero(np.diff(g_pids)) + 1:
         ax.axvline(k, color="black", lw=0.6)
-    ax.set_xlabel("gallery images (grouped by identity)")
-    ax.set_ylabel("text queries")
+    ax.set_xlabel("gallery images (grouped by identity)" + ("; red: a hard-negative partner's images" if partners else ""))
+    ax.set_ylabel("text queries (by identity)")
     if title:
         ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
-def plot_warm_start(log: Sequence[dict], val_accuracy: dict[str, dict[str, float]], *, title: str = ""):
+def plot_warm_start(
+    log: Sequence[dict],
+    val_accuracy: dict[str, dict[str, float]],
+    *,
+    majority: dict[str, float] | None = None,
+    title: str = "",
+):
     """The attribute pretraining of the towers: loss (left) and mean accuracy (middle) per logged step,
-    and the accuracy on the pretraining draw's val split per attribute, images beside captions (right)."""
+    and the accuracy on the pretraining draw's val split per attribute, images beside captions (right).
+    ``majority`` (share of the most common value per attribute) is drawn as a black line over each
+    attribute's bars: a bar at that line has learned nothing beyond always guessing the commonest value."""
     frame = pd.DataFrame(list(log))
     if frame.empty or not {"step", "loss", "image_acc", "text_acc"} <= set(frame):
         raise ValueError("log must hold records with step, loss, image_acc and text_acc (a WarmStart's log)")
@@ -115,6 +150,10 @@ def plot_warm_start(log: Sequence[dict], val_accuracy: dict[str, dict[str, float
         "from": ["image"] * len(fields) + ["caption"] * len(fields),
     })
     sns.barplot(bars, x="attribute", y="accuracy (%)", hue="from", ax=right, palette=["tab:blue", "tab:orange"])
+    if majority is not None:
+        for x, field in enumerate(fields):
+            right.hlines(100 * majority[field], x - 0.42, x + 0.42, color="black", lw=1.6,
+                         label="always the commonest value" if x == 0 else None)
     right.tick_params(axis="x", rotation=60)
     right.set_ylim(0, 118)  # room above the bars for the legend
     right.set_yticks(range(0, 101, 20))
