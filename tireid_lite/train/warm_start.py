@@ -48,6 +48,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tireid_lite import __version__
+from tireid_lite.cache_lock import fill_lock
 from tireid_lite.config import Config, apply_overrides
 from tireid_lite.data.readers import read_dataset
 from tireid_lite.data.torch_data import TrainPairsDataset
@@ -281,14 +282,20 @@ def load_warm_start(path: Path) -> WarmStart:
 
 
 def ensure_warm_start(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
-    """The cached pretrained towers for ``cfg``, made now when missing. Taught in ``02_baseline_irra``."""
+    """The cached pretrained towers for ``cfg``, made now when missing. Taught in ``02_baseline_irra``.
+
+    Several processes asking at once make them once: the first pretrains while the others wait
+    on ``<file>.lock`` (:func:`tireid_lite.cache_lock.fill_lock`), then load its file."""
     path = warm_start_path(cfg, tokenizer)
     if path.is_file():
         return load_warm_start(path)
-    print(f"pretraining the towers on SynthPEDES attributes ({cfg.model.warm_start_steps} steps, once; "
-          f"kept in {path})", flush=True)
-    ws = pretrain_towers(cfg, tokenizer)
-    save_warm_start(ws, path)
+    with fill_lock(path, "pretraining the towers"):
+        if path.is_file():  # made by another process while this one waited
+            return load_warm_start(path)
+        print(f"pretraining the towers on SynthPEDES attributes ({cfg.model.warm_start_steps} steps, once; "
+              f"kept in {path})", flush=True)
+        ws = pretrain_towers(cfg, tokenizer)
+        save_warm_start(ws, path)
     image, text = (sum(a.values()) / len(a) for a in (ws.val_accuracy["image"], ws.val_accuracy["text"]))
     print(f"pretrained in {ws.seconds:.0f} s: held-out attribute accuracy {100 * image:.1f}% from images, "
           f"{100 * text:.1f}% from captions", flush=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tireid_lite.cache_lock import fill_lock
 from tireid_lite.data.synth.attributes import Identity
 from tireid_lite.data.synth.captions import caption_for, tokens_of
 from tireid_lite.data.synth.knobs import SynthKnobs
@@ -216,22 +217,24 @@ def ensure_synth(
 
     Kept under ``$TIREID_CACHE/synth/<key>`` (default ``~/.cache/tireid-lite``),
     where ``<key>`` hashes the parameters. Safe when several processes ask at
-    once: each generates into its own temporary directory and the first to
-    rename it into place wins. Taught in ``01_data``.
+    once: the first draws it (into a temporary directory renamed into place)
+    while the others wait on ``<key>.lock``, then read it. Taught in ``01_data``.
     """
     params = SynthParams.build(ids_train, ids_val, ids_test, images_per_id, size, seed, knobs)
     final = _cache_path(params)
     if _is_dataset(final):
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        _write_dataset(tmp, params)
+    with fill_lock(final, "drawing SynthPEDES"):
+        if _is_dataset(final):  # drawn by another process while this one waited
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
-            os.replace(tmp, final)
-        except OSError:
-            if not _is_dataset(final):  # an unfinished leftover, not a finished copy from another process
-                _move_into_place(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            _write_dataset(tmp, params)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if not _is_dataset(final):  # an unfinished leftover, not a finished copy from another process
+                    _move_into_place(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
