@@ -220,7 +220,8 @@ def validate(cfg: Config) -> Config:
         ("model.warm_start", cfg.model.warm_start == "none" or not cfg.model.pretrained_dir,
          "none when model.pretrained_dir loads pretrained towers"),
         ("model.warm_start", cfg.model.warm_start == "none" or cfg.data.dataset == "synth",
-         "none unless data.dataset is synth (the attribute pretraining reads SynthPEDES's attributes.json)"),
+         "none unless data.dataset is synth (the attribute pretraining reads SynthPEDES's attributes.json): "
+         "set model.warm_start=none, or use --profile gpu with model.pretrained_dir=DIR (CLIP)"),
         ("model.warm_start_steps", cfg.model.warm_start_steps >= 1, "at least 1"),
         ("model.mask_strategy", cfg.model.mask_strategy in ("random", "phrase"), "random or phrase"),
         ("model.fmlm_alpha", cfg.model.fmlm_alpha >= 0, "0 (plain MLM) or more"),
