@@ -109,6 +109,10 @@ def dataset_format(name: str) -> DatasetFormat:
 def check_root(fmt: DatasetFormat, root: Path) -> None:
     """Raise unless ``root`` is an existing folder."""
     hint = f"pass the folder that holds {fmt.annotation} and {IMAGE_DIR}/ (see {SETUP_GUIDE})"
+    if root.is_symlink() and not root.exists():
+        raise DatasetError(
+            f"dataset root {root} is a symbolic link that leads nowhere (a loop or a missing target); {hint}"
+        )
     if not root.exists():
         raise DatasetError(f"dataset root {root} does not exist; {hint}")
     if not root.is_dir():

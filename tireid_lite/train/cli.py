@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from tireid_lite.train import distributed
     from tireid_lite.train.trainer import Trainer
 
+    from tireid_lite.train.eval_cli import check_device
+
+    check_device(args.device)
     cfg = build_config(args)
     try:
         trainer = Trainer(cfg, args.out, resume=args.resume, device=args.device)

@@ -5,13 +5,16 @@
 
 The checkpoint carries its config and tokenizer, so only the data may need a
 new root (``--data-root``) when it moved. The output is one JSON object with
-``R1``, ``R5``, ``R10``, ``mAP`` and ``mINP`` in percent. Taught in ``02_baseline_irra``.
+``R1``, ``R5``, ``R10``, ``mAP`` and ``mINP`` in percent. A root that holds another
+dataset than the checkpoint was trained on (e.g. SynthPEDES for a CUHK-PEDES
+model) is evaluated with a warning saying so. Taught in ``02_baseline_irra``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -28,6 +31,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
 
 
+def check_device(device: str | None) -> None:
+    """Refuse ``--device cuda`` where torch sees no GPU, in one sentence."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was given but torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+            "use --device cpu, or leave --device out to use a GPU when there is one"
+        )
+
+
+def detected_dataset(root: Path) -> str | None:
+    """Which dataset ``root`` holds, judged by its files (SynthPEDES: ``attributes.json`` and ``parts/`` beside
+    ``reid_raw.json``), or None when no annotation file is recognised."""
+    if (root / "reid_raw.json").is_file():
+        return "synth" if (root / "attributes.json").is_file() and (root / "parts").is_dir() else "cuhk-pedes"
+    if (root / "ICFG-PEDES.json").is_file():
+        return "icfg-pedes"
+    if (root / "data_captions.json").is_file():
+        return "rstpreid"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from tireid_lite.eval.retrieval import evaluate
     from tireid_lite.train.build import build_data
@@ -35,12 +59,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size} must be at least 1")
+    check_device(args.device)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     trained = load_trained(args.checkpoint, device=device)
     cfg = trained.cfg
     if args.data_root is not None:
         cfg.data.root = str(Path(args.data_root).expanduser().resolve())
     data = build_data(cfg, trained.tokenizer, train=False)
+    found = detected_dataset(Path(data.dataset.root))
+    if found is not None and found != cfg.data.dataset:
+        print(f"tireid eval: warning: {args.checkpoint} was trained on {cfg.data.dataset} but {data.dataset.root} "
+              f"holds {found}; the metrics below compare unlike data (give --data-root a {cfg.data.dataset} root "
+              "to evaluate it on what it was trained for)", file=sys.stderr, flush=True)
     if not data.has_split(args.split):
         present = [s for s in SPLITS if data.has_split(s)]
         raise DatasetError(
