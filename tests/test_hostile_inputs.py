@@ -175,6 +175,14 @@ def test_text_file_given_to_eval(tmp_path, capsys):
         "starts with b'hello, these are'); give the path of a best.pt or last.pt file")
 
 
+def test_cpu_profile_on_a_real_dataset_root_names_the_keys_to_set(cuhk_root, tmp_path, capsys):
+    assert cli.main(["train", "--profile", "cpu", "--data-root", str(cuhk_root), "--out", str(tmp_path / "r")]) == 1
+    assert one_error(capsys, "train") == (
+        f"--data-root {cuhk_root} holds cuhk-pedes but data.dataset is synth; add --set data.dataset=cuhk-pedes "
+        "--set model.warm_start=none (the attribute warm start needs SynthPEDES; model.pretrained_dir=DIR loads "
+        "CLIP instead)")
+
+
 # ----------------------------------------------------------------------------- 4. nothing lost, nothing silently wrong
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from tireid_lite.data.readers import detect_dataset
 from tireid_lite.data.records import SPLITS
 from tireid_lite.errors import ConfigError, DatasetError
 
@@ -40,18 +41,6 @@ def check_device(device: str | None) -> None:
         )
 
 
-def detected_dataset(root: Path) -> str | None:
-    """Which dataset ``root`` holds, judged by its files (SynthPEDES: ``attributes.json`` and ``parts/`` beside
-    ``reid_raw.json``), or None when no annotation file is recognised."""
-    if (root / "reid_raw.json").is_file():
-        return "synth" if (root / "attributes.json").is_file() and (root / "parts").is_dir() else "cuhk-pedes"
-    if (root / "ICFG-PEDES.json").is_file():
-        return "icfg-pedes"
-    if (root / "data_captions.json").is_file():
-        return "rstpreid"
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
     from tireid_lite.eval.retrieval import evaluate
     from tireid_lite.train.build import build_data
@@ -66,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_root is not None:
         cfg.data.root = str(Path(args.data_root).expanduser().resolve())
     data = build_data(cfg, trained.tokenizer, train=False)
-    found = detected_dataset(Path(data.dataset.root))
+    found = detect_dataset(Path(data.dataset.root))
     if found is not None and found != cfg.data.dataset:
         print(f"tireid eval: warning: {args.checkpoint} was trained on {cfg.data.dataset} but {data.dataset.root} "
               f"holds {found}; the metrics below compare unlike data (give --data-root a {cfg.data.dataset} root "

@@ -206,9 +206,11 @@ class Trainer:
 
     ``data`` and ``model`` default to ``build_data(cfg)`` and
     ``build_model(cfg, data.tokenizer, data.num_classes)``; pass your own to
-    train a variant. ``out_dir`` must be new or empty unless ``resume=True``,
-    which continues from its ``last.pt`` (or starts afresh when there is none
-    yet). ``branch_from`` starts a new run from another run's checkpoint
+    train a variant. ``out_dir`` must be new or empty (or hold only the
+    ``config.yaml`` and ``log.csv`` of a run stopped before its first
+    checkpoint) unless ``resume=True``, which continues from its ``last.pt``,
+    starts afresh (and says so) when the folder holds no run yet, and refuses a
+    folder that holds a run without ``last.pt``. ``branch_from`` starts a new run from another run's checkpoint
     within the partition warm-up (see the module docstring); ``keep_epochs``
     lists epochs whose state is also kept as ``epoch<e>.pt``. ``device``
     defaults to CUDA when available.
