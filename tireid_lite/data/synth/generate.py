@@ -260,14 +260,20 @@ def ensure_synth(
     with fill_lock(final, "drawing SynthPEDES"):
         if _is_dataset(final):  # drawn by another process while this one waited
             return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
-            _write_dataset(tmp, params)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
             try:
-                os.replace(tmp, final)
-            except OSError:
-                if not _is_dataset(final):  # an unfinished leftover, not a finished copy from another process
-                    _move_into_place(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                _write_dataset(tmp, params)
+                try:
+                    os.replace(tmp, final)
+                except OSError:
+                    if not _is_dataset(final):  # an unfinished leftover, not a finished copy from another process
+                        _move_into_place(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as err:
+            raise DatasetError(
+                f"cannot write the cached SynthPEDES {final}: {err.strerror or err}; free some space there or "
+                "set TIREID_CACHE to a writable folder"
+            ) from None
     return final
