@@ -314,14 +314,20 @@ def _val_accuracy(model, heads, dataset, targets, tokenizer, size) -> dict[str, 
 
 def save_warm_start(ws: WarmStart, path: Path) -> Path:
     """Write ``ws`` to ``path`` atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    os.close(fd)
+    tmp = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+        os.close(fd)
         torch.save({"format": FORMAT, **ws.__dict__}, tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise TIReIDError(
+            f"cannot write the pretrained towers {path}: {err.strerror or err}; free some space there or set "
+            "TIREID_CACHE to a writable folder"
+        ) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
     return path
 
