@@ -148,3 +148,15 @@ def test_mean_std_table_orders_rows_and_formats_mean_and_std():
     assert table.loc["b", "R1"] == "11.00 ± 1.41" and table.loc["a", "mAP"] == "2.00 ± 0.00"
     with pytest.raises(ValueError, match=r"no runs for \['c'\]"):
         mean_std_table(runs, ["c"])
+
+
+def test_the_kernels_tcp_warning_stays_out_of_the_course_log_and_errors_stay_in(course_dir, tmp_path, capfd):
+    """ipykernel logs "running over TCP without encryption" at every start; the course's kernels log from
+    ERROR up, so that line goes while a failing notebook is still reported."""
+    good = run_notebook(course_dir / "00_good.ipynb", tmp_path / "out")
+    bad = run_notebook(course_dir / "01_bad.ipynb", tmp_path / "out")
+    captured = capfd.readouterr()  # the kernel processes write to this process's file descriptors
+    assert good.status == "ok" and bad.status == "failed" and "broken on purpose" in bad.error
+    assert "without encryption" not in captured.err + captured.out
+    outputs = [o for cell in nbformat.read(good.executed, as_version=4).cells for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("name") == "stderr"]

@@ -147,3 +147,32 @@ def test_a_damaged_file_is_one_error_naming_it(tmp_path):
 def test_bad_settings_name_the_key(items, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(get_profile("cpu"), items)
+
+
+def test_warm_start_works_for_a_synthpedes_folder_of_ones_own(tmp_path, monkeypatch, capsys):
+    """``tireid synth --out D`` then ``tireid train --profile cpu --data-root D``: the towers pretrain on the
+    kit's own draw, made with the folder's recorded parameters and seed + SEED_OFFSET."""
+    from tireid_lite.cli import main
+
+    monkeypatch.setenv("TIREID_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TIREID_PROGRESS", "0")
+    threads = torch.get_num_threads()
+    own = tmp_path / "mine"
+    assert main(["synth", "--out", str(own), "--ids-train", "8", "--ids-val", "3", "--ids-test", "3",
+                 "--images-per-id", "2", "--size", "48x16", "--seed", "5", "--clutter", "0.2"]) == 0
+    sets = [item for key in TINY if not key.startswith(("data.synth_", "data.dataset"))
+            for item in ("--set", key)]
+    code = main(["train", "--profile", "cpu", "--data-root", str(own), "--out", str(tmp_path / "run"), *sets])
+    torch.set_num_threads(threads)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "pretraining the towers" in out.out
+    draws = [json.loads(p.read_text())["params"] for p in (tmp_path / "cache" / "synth").glob("*/attributes.json")]
+    assert [(d["seed"], d["ids_train"], d["knobs"]["clutter"]) for d in draws] == [(5 + SEED_OFFSET, 8, 0.2)]
+
+
+def test_warm_start_on_real_data_names_the_keys_to_set():
+    cfg = apply_overrides(get_profile("cpu"), ["model.warm_start=none", "data.dataset=cuhk-pedes"])
+    cfg.model.warm_start = "attributes"  # as a hand-built config could hold
+    with pytest.raises(ConfigError, match=r"set model.warm_start=none .*model.pretrained_dir"):
+        pretrain_config(cfg)

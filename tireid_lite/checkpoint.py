@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +30,27 @@ class CheckpointError(TIReIDError, ValueError):
     """A checkpoint file that is missing, unreadable or lacks what it should hold."""
 
 
+class CheckpointWriteError(CheckpointError, OSError):
+    """A checkpoint that could not be written (read-only, full or busy folder)."""
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             torch.save(state, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        kept = " (the previous one is kept)" if path.is_file() else ""
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {path}{kept}: {err.strerror or err}; make room on that disk or "
+            f"make {path.parent} writable, then resume the run with --resume"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -62,10 +73,32 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``), checking it first:
+    every entry of the archive against its checksum, then the model's weights for NaN and infinity;
+    a damaged file is a :class:`CheckpointError` that names it."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise CheckpointError(
+            f"checkpoint {path} is a symbolic link that leads nowhere (a loop or a missing target); "
+            "point it at a best.pt or last.pt file"
+        )
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; give the path of a best.pt or last.pt file in it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; give the path of a best.pt or last.pt file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a tireid-lite checkpoint (a checkpoint is a zip archive; this "
+            f"file starts with {head!r}); give the path of a best.pt or last.pt file"
+        )
+    damaged = _damaged_member(path)
+    if damaged is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged (checksum mismatch in {damaged}); its bytes changed after it was "
+            "written: use another checkpoint (last.pt or best.pt) or train again"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
@@ -78,7 +111,38 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(
             f"checkpoint {path} holds a {type(state).__name__}, not a dict; it was not written by tireid-lite"
         )
+    bad = _first_non_finite(state.get("model"))
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} holds weights that are not finite ({bad}); the run that wrote it had diverged "
+            "or the file is damaged: use an earlier checkpoint or train again"
+        )
     return state
+
+
+def _damaged_member(path: Path) -> str | None:
+    """The first entry of the checkpoint's zip archive whose CRC does not match, or None when all match.
+
+    ``torch.load`` reads the archive without checking the CRCs, so flipped bytes inside a tensor load
+    silently; this reads the whole file once and checks every entry.
+    """
+    if not zipfile.is_zipfile(path):
+        return None  # not an archive: torch.load judges it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        return f"the archive cannot be read: {err}"
+
+
+def _first_non_finite(weights: Any) -> str | None:
+    """The name of the first floating tensor in ``weights`` (a state dict) holding NaN or infinity."""
+    if not isinstance(weights, dict):
+        return None
+    for name, value in weights.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
 
 
 def require_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | os.PathLike[str]) -> None:

@@ -228,6 +228,20 @@ def _update(obj, values: dict[str, Any], prefix: str = "") -> None:
 def validate(cfg: Config) -> Config:
     """Check values that types alone do not catch; raise one clear error naming the key."""
     kpdm, bilma = cfg.model.kpdm, cfg.model.bilma
+    _raise_first_failed(cfg, [  # sizes first: the checks below divide by some of them
+        ("model.patch_size", cfg.model.patch_size >= 1, "a positive number of pixels, e.g. 8"),
+        ("model.image_width", cfg.model.image_width >= 1, "a positive width, e.g. 64"),
+        ("model.image_depth", cfg.model.image_depth >= 1, "at least 1 (layers)"),
+        ("model.image_heads", cfg.model.image_heads >= 1, "at least 1"),
+        ("model.text_width", cfg.model.text_width >= 1, "a positive width, e.g. 64"),
+        ("model.text_depth", cfg.model.text_depth >= 1, "at least 1 (layers)"),
+        ("model.text_heads", cfg.model.text_heads >= 1, "at least 1"),
+        ("model.embed_dim", cfg.model.embed_dim >= 1, "a positive width, e.g. 128"),
+        ("model.cross_heads", cfg.model.cross_heads >= 1, "at least 1"),
+        ("model.cross_depth", cfg.model.cross_depth >= 0, "0 or more (layers)"),
+        ("data.num_workers", cfg.data.num_workers >= 0, "0 (load in the training process) or a number of worker processes"),
+        ("data.max_length", cfg.data.max_length >= 3, "at least 3 (start, one word, end)"),
+    ])
     checks = [
         ("profile", cfg.profile in PROFILES, f"one of {', '.join(PROFILES)}"),
         ("model.method", bool(cfg.model.method), "a method name such as irra (see `tireid train --help`)"),
@@ -242,7 +256,8 @@ def validate(cfg: Config) -> Config:
         ("model.warm_start", cfg.model.warm_start == "none" or not cfg.model.pretrained_dir,
          "none when model.pretrained_dir loads pretrained towers"),
         ("model.warm_start", cfg.model.warm_start == "none" or cfg.data.dataset == "synth",
-         "none unless data.dataset is synth (the attribute pretraining reads SynthPEDES's attributes.json)"),
+         "none unless data.dataset is synth (the attribute pretraining reads SynthPEDES's attributes.json): "
+         "set model.warm_start=none, or use --profile gpu with model.pretrained_dir=DIR (CLIP)"),
         ("model.warm_start_steps", cfg.model.warm_start_steps >= 1, "at least 1"),
         ("model.kpdm.mask_strategy", kpdm.mask_strategy in ("random", "phrase"), "random or phrase"),
         ("model.kpdm.fmlm_alpha", kpdm.fmlm_alpha >= 0, "0 (plain MLM) or more"),
@@ -266,16 +281,25 @@ def validate(cfg: Config) -> Config:
         ("train.batch_size", cfg.train.batch_size >= 2, "at least 2"),
         ("train.lr", cfg.train.lr > 0, "a positive number"),
         ("train.warmup_epochs", 0 <= cfg.train.warmup_epochs <= cfg.train.num_epochs, "between 0 and train.num_epochs"),
+        ("model.image_width", cfg.model.image_width % cfg.model.image_heads == 0,
+         f"a multiple of model.image_heads ({cfg.model.image_heads})"),
+        ("model.text_width", cfg.model.text_width % cfg.model.text_heads == 0,
+         f"a multiple of model.text_heads ({cfg.model.text_heads})"),
         ("data.image_size", all(s > 0 for s in cfg.data.image_size)
          and all(s % cfg.model.patch_size == 0 for s in cfg.data.image_size),
          f"positive and divisible by model.patch_size ({cfg.model.patch_size})"),
-        ("data.num_instances", cfg.data.sampler != "identity" or cfg.train.batch_size % cfg.data.num_instances == 0,
+        ("data.num_instances", cfg.data.sampler != "identity"
+         or (cfg.data.num_instances >= 1 and cfg.train.batch_size % cfg.data.num_instances == 0),
          "a divisor of train.batch_size when data.sampler is identity"),
     ]
+    _raise_first_failed(cfg, checks)
+    return cfg
+
+
+def _raise_first_failed(cfg: Config, checks: list[tuple[str, bool, str]]) -> None:
     for key, ok, expected in checks:
         if not ok:
             raise ConfigError(f"config key {key!r} is {get_key(cfg, key)!r}; it must be {expected}")
-    return cfg
 
 
 def get_key(cfg: Config, key: str) -> Any:
@@ -336,6 +360,13 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
             node = node.setdefault(part, {})
         node[parts[-1]] = _parse_scalar(raw)
         if len(parts) == 1 and parts[0] != "profile":
+            section = getattr(cfg, parts[0], None)
+            if dataclasses.is_dataclass(section):
+                example = dataclasses.fields(section)[0]
+                raise ConfigError(
+                    f"--set {item!r}: {parts[0]!r} is a section, not a key; set one of its keys, e.g. "
+                    f"--set {parts[0]}.{example.name}={getattr(section, example.name)}"
+                )
             raise _unknown(key, [f.name for f in dataclasses.fields(cfg)])
         _update(cfg, nested)
     return validate(cfg)
@@ -344,21 +375,40 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:
     """Write the config as YAML (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write {path}: {err.strerror or err}; choose a writable folder with free space (--out)"
+        ) from None
     return path
 
 
 def load_config(path: str | os.PathLike) -> Config:
     """Read a YAML config; unknown keys and bad values are errors naming the key and the file."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"config file {path} is a symbolic link that leads nowhere (a loop or a missing target); "
+                          "point it at a YAML file")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a YAML file, such as a run's {path / 'config.yaml'}")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}); give a YAML file, "
+                          "such as a run's config.yaml") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     try:

@@ -28,6 +28,10 @@ from typing import Any, Mapping
 from tireid_lite.errors import NotebookParameterError, TIReIDError
 
 KERNEL = "python3"
+# The kernel's own log, shown on the terminal of `make course`, says at every start that it "is running
+# over TCP without encryption" (ipykernel's kernelapp, a WARNING for a local kernel papermill starts and
+# owns). Logging from ERROR up keeps the kernel's real failures and drops that line.
+KERNEL_ARGS = ["--log-level=ERROR"]
 
 
 def repo_root() -> Path:
@@ -162,6 +166,7 @@ def run_notebook(
             cwd=str(path.parent),
             progress_bar=False,
             log_output=log_output,
+            extra_arguments=list(KERNEL_ARGS),
         )
     except PapermillExecutionError as err:
         status, error = "failed", f"cell {err.exec_count}: {err.ename}: {err.evalue}"
@@ -280,7 +285,8 @@ def execute_in_place(path: str | os.PathLike, *, kernel: str = KERNEL, timeout: 
     env_profile = os.environ.get("TIREID_PROFILE")
     os.environ["TIREID_PROFILE"] = "cpu"
     try:
-        NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(path.parent)}},
+                       extra_arguments=list(KERNEL_ARGS)).execute()
     finally:
         if env_profile is None:
             os.environ.pop("TIREID_PROFILE", None)

@@ -14,11 +14,14 @@ def environment_report() -> dict[str, str]:
     """A flat dict of what a bug report or a benchmark needs to say about the machine."""
     import torch
 
+    from tireid_lite.threads import spin_setting
+
     report = {
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "cpu_count": str(os.cpu_count()),
         "torch_threads": str(torch.get_num_threads()),
+        "openmp_wait": spin_setting(),
     }
     for name in PACKAGES:
         try:

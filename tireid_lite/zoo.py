@@ -39,6 +39,7 @@ from typing import Sequence
 import pandas as pd
 
 from tireid_lite import __version__
+from tireid_lite.cache_lock import fill_lock
 from tireid_lite.config import Config, apply_overrides, get_profile
 from tireid_lite.cache import cache_dir
 from tireid_lite.errors import TIReIDError
@@ -116,6 +117,33 @@ def _shares_warmup(cfg: Config) -> bool:
 
 
 def get_or_train(
+    method: str = "baseline",
+    profile: str = "cpu",
+    seed: int = 0,
+    *,
+    overrides: Sequence[str] = (),
+    retrain: bool = False,
+    device: str = "cpu",
+) -> ZooModel:
+    """The trained model for ``(method, profile, seed, overrides)``: from the cache, or trained now.
+
+    ``overrides`` are ``section.key=value`` strings as for ``tireid train --set``.
+    ``retrain=True`` trains again and replaces the cached copy. The model is
+    returned on ``device`` in eval mode. Processes asking for the same model at
+    once train it once: the others wait on ``<folder>.lock``, then load it.
+    Taught in ``02_baseline_irra``.
+    """
+    key = model_key(zoo_config(method, profile, seed, overrides))
+    folder = zoo_dir() / key
+    if (folder / DONE_MARKER).exists() and not retrain:
+        return _load(key, folder, trained_now=False, device=device)
+    with fill_lock(folder, f"training {key}"):
+        if retrain or not (folder / DONE_MARKER).exists():
+            return _get_or_train(method, profile, seed, overrides=overrides, retrain=retrain, device=device)
+    return _load(key, folder, trained_now=False, device=device)  # trained by another process meanwhile
+
+
+def _get_or_train(
     method: str = "baseline",
     profile: str = "cpu",
     seed: int = 0,

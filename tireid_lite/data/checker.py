@@ -3,7 +3,9 @@
 Taught in ``01_data``. :func:`check_dataset` looks at a dataset root the way the
 readers (:mod:`tireid_lite.data.readers`) do, but collects every problem instead
 of stopping at the first: layout mix-ups, malformed JSON, missing or mistyped
-fields, missing images (and, with ``full=True``, images that do not decode),
+fields, missing images, empty or non-image files (by their first bytes; with
+``full=True`` every image is decoded), images linked from outside the root,
+a missing train split,
 duplicate paths, empty captions, non-ASCII characters, SynthPEDES part maps,
 human-parsing maps (``<root>/parsing/`` when present, or ``parsing_root``), and
 the per-split counts beside the published ones. ``error`` problems make a root
@@ -173,6 +175,10 @@ def check_dataset(
         parsing_dir = root / PARSING_DIR if parsing_root is None else Path(parsing_root)
         problems += parsing_problems(root, records, parsing_dir, full)
     problems += convention_problems(fmt, root, records)
+    if records and not any(r.split == "train" for r in records):
+        present = ", ".join(sorted({r.split for r in records}))
+        problems.append(Problem("error", f"{root / fmt.annotation} has no 'train' split (only {present}); "
+                                "training needs one: mark the training entries with split 'train'", "no train split"))
     splits = split_counts(fmt, records) if records else {}
     problems += published_notes(fmt, splits) if records else []
     return CheckReport(fmt.name, str(root), splits, limit_listed(problems))
@@ -181,26 +187,58 @@ def check_dataset(
 def image_problems(fmt: DatasetFormat, root: Path, records: list[ImageRecord], full: bool) -> list[Problem]:
     """Missing images (all of them are looked up) and, when ``full``, images that do not decode."""
     image_dir = root / IMAGE_DIR
+    inside = os.path.realpath(root) + os.sep
     missing: list[str] = []
     broken: list[str] = []
+    outside: list[str] = []
     for record in progress(records, desc="checking images", unit="image"):
         path = image_dir / record.path
         if not path.is_file():
-            missing.append(record.path)
-        elif full:
+            missing.append(record.path + (" (a symbolic link that leads nowhere)" if path.is_symlink() else ""))
+            continue
+        if not os.path.realpath(path).startswith(inside):
+            outside.append(record.path)
+        if full:
             reason = decode_error(path)
-            if reason:
-                broken.append(f"{record.path} ({reason})")
+        else:
+            reason = header_error(path)
+        if reason:
+            broken.append(f"{record.path} ({reason})")
     problems = []
+    if outside:
+        problems.append(Problem("warning", f"{len(outside)} of {len(records)} images are symbolic links to files "
+                                f"outside {root}: {_first(outside)}; training reads them through the links, so "
+                                "moving or deleting their targets breaks the dataset: copy them into the root to "
+                                "keep it whole", "images outside the root"))
     if missing:
         problems.append(Problem("error", f"{len(missing)} of {len(records)} images missing from "
                                 f"{image_dir}/: {_first(missing)}; put the images there with the paths of "
                                 f"{fmt.annotation}{_misplaced_hint(root, missing)}", "missing images"))
     if broken:
         problems.append(Problem("error", f"{len(broken)} of {len(records)} images in {image_dir}/ do not "
-                                f"decode: {_first(broken)}; replace them with intact copies",
-                                "corrupt images"))
+                                f"{'decode' if full else 'look like images'}: {_first(broken)}; "
+                                f"{'' if full else 'training would stop at the first one it reads, so '}"
+                                "replace them with intact copies", "corrupt images"))
     return problems
+
+
+# The first bytes of the image formats PIL reads for the kit's datasets.
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def header_error(path: Path) -> str | None:
+    """The cheap check of every image without ``--full``: None when the file is not empty and starts like
+    a PNG, JPEG, GIF, BMP, TIFF or WebP image, else why not."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError as err:
+        return f"cannot be read: {err.strerror or err}"
+    if not head:
+        return "an empty file"
+    if head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return None
+    return f"not an image: it starts with {head[:8]!r}"
 
 
 def synth_problems(root: Path, records: list[ImageRecord], full: bool) -> list[Problem]:

@@ -106,9 +106,26 @@ def dataset_format(name: str) -> DatasetFormat:
     return FORMATS[name]
 
 
+def detect_dataset(root: str | os.PathLike[str]) -> str | None:
+    """Which dataset ``root`` holds, judged by its files (SynthPEDES: ``attributes.json`` and ``parts/`` beside
+    ``reid_raw.json``), or None when no annotation file is recognised."""
+    root = Path(root)
+    if (root / "reid_raw.json").is_file():
+        return "synth" if (root / ATTRIBUTES_FILE).is_file() and (root / PARTS_DIR).is_dir() else "cuhk-pedes"
+    if (root / "ICFG-PEDES.json").is_file():
+        return "icfg-pedes"
+    if (root / "data_captions.json").is_file():
+        return "rstpreid"
+    return None
+
+
 def check_root(fmt: DatasetFormat, root: Path) -> None:
     """Raise unless ``root`` is an existing folder."""
     hint = f"pass the folder that holds {fmt.annotation} and {IMAGE_DIR}/ (see {SETUP_GUIDE})"
+    if root.is_symlink() and not root.exists():
+        raise DatasetError(
+            f"dataset root {root} is a symbolic link that leads nowhere (a loop or a missing target); {hint}"
+        )
     if not root.exists():
         raise DatasetError(f"dataset root {root} does not exist; {hint}")
     if not root.is_dir():

@@ -67,6 +67,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tireid_lite.cache_lock import fill_lock
 from tireid_lite.errors import TIReIDError
 from tireid_lite.progress import progress, progress_enabled
 
@@ -493,7 +494,8 @@ def key_phrases_for_captions(
     version) and the rules' version; when all three match, the phrases are
     read back, otherwise (other captions, another model, a missing or broken
     file) they are recomputed and the file is replaced atomically (temporary
-    file, then ``os.replace``). With ``cache_path=None`` nothing is written.
+    file, then ``os.replace``); several processes asking at once parse once, the
+    others waiting on ``<cache_path>.lock``. With ``cache_path=None`` nothing is written.
     Phrases are stored as offsets, ``[start, end, head_start, head_end]`` per
     phrase, one list per caption. Taught in ``03_kpdm_key_phrase_masking``.
     """
@@ -508,12 +510,18 @@ def key_phrases_for_captions(
         "num_captions": len(captions),
     }
     path = None if cache_path is None else Path(cache_path)
-    if path is not None and path.is_file():
+    if path is None:
+        return extract_key_phrases_batch(captions, batch_size=batch_size, nlp=nlp)
+    if path.is_file():
         cached = _read_cache(path, captions, key)
         if cached is not None:
             return cached
-    phrases = extract_key_phrases_batch(captions, batch_size=batch_size, nlp=nlp)
-    if path is not None:
+    with fill_lock(path, "parsing key phrases"):
+        if path.is_file():  # written by another process while this one waited
+            cached = _read_cache(path, captions, key)
+            if cached is not None:
+                return cached
+        phrases = extract_key_phrases_batch(captions, batch_size=batch_size, nlp=nlp)
         rows = [[[p.start, p.end, p.head_start, p.head_end] for p in row] for row in phrases]
         _write_json_atomic(path, {**key, "phrases": rows})
     return phrases

@@ -69,13 +69,37 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.data.root = str(Path(args.data_root).expanduser().resolve())
     if args.seed is not None:
         cfg.train.seed = args.seed
+    if args.data_root is not None and not args.resume:
+        _check_root_kind(cfg, args.overrides)
     return apply_overrides(validate(cfg), args.overrides)
+
+
+def _check_root_kind(cfg: Config, overrides: list[str]) -> None:
+    """A ``--data-root`` holding another dataset than ``data.dataset``: one error naming the keys to set."""
+    from tireid_lite.data.readers import detect_dataset
+
+    found = detect_dataset(cfg.data.root)
+    if found is None or found == cfg.data.dataset or any(o.startswith("data.dataset=") for o in overrides):
+        return
+    if (found, cfg.data.dataset) == ("synth", "cuhk-pedes"):
+        return  # SynthPEDES is written in CUHK-PEDES's layout: read that way, it is a CUHK-PEDES
+    keys = f"--set data.dataset={found}"
+    if found != "synth" and cfg.model.warm_start == "attributes":
+        keys += " --set model.warm_start=none"  # the attribute pretraining reads SynthPEDES's attributes.json
+    raise ConfigError(
+        f"--data-root {cfg.data.root} holds {found} but data.dataset is {cfg.data.dataset}; add {keys}"
+        + (" (the attribute warm start needs SynthPEDES; model.pretrained_dir=DIR loads CLIP instead)"
+           if "warm_start" in keys else "")
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from tireid_lite import distributed
     from tireid_lite.train.trainer import Trainer
 
+    from tireid_lite.eval.cli import check_device
+
+    check_device(args.device)
     cfg = build_config(args)
     try:
         trainer = Trainer(cfg, args.out, resume=args.resume, device=args.device)

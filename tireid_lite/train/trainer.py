@@ -94,6 +94,8 @@ RESUME_FREE_KEYS = ("data.root", "data.num_workers", "train.threads")
 # Keys in which a branch may differ from the run it starts from (within the partition warm-up).
 BRANCH_FREE_KEYS = RESUME_FREE_KEYS + ("train.partitioner",)
 SELECTION_METRIC = "R1"
+# What a run leaves before its first checkpoint; a folder holding nothing else may be started over.
+STARTUP_FILES = frozenset({"config.yaml", "log.csv"})
 
 
 def _check_train_keys(cfg: Config) -> None:
@@ -151,9 +153,11 @@ class Trainer:
 
     ``data`` and ``model`` default to ``build_data(cfg)`` and
     ``build_model(cfg, data.tokenizer, data.num_classes)``; pass your own to
-    train a variant. ``out_dir`` must be new or empty unless ``resume=True``,
-    which continues from its ``last.pt`` (or starts afresh when there is none
-    yet). ``branch_from`` starts a new run from another run's checkpoint
+    train a variant. ``out_dir`` must be new or empty (or hold only the
+    ``config.yaml`` and ``log.csv`` of a run stopped before its first
+    checkpoint) unless ``resume=True``, which continues from its ``last.pt``,
+    starts afresh (and says so) when the folder holds no run yet, and refuses a
+    folder that holds a run without ``last.pt``. ``branch_from`` starts a new run from another run's checkpoint
     within the partition warm-up (see the module docstring); ``keep_epochs``
     lists epochs whose state is also kept as ``epoch<e>.pt``. ``device``
     defaults to CUDA when available.
@@ -269,15 +273,27 @@ class Trainer:
         out = self.out_dir
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out} is a file; give a folder for the run")
+        entries = {item.name for item in out.iterdir()} if out.is_dir() else set()
+        unstarted = entries <= STARTUP_FILES  # a run stopped (e.g. by bad data) before its first checkpoint
         if not resume:
-            if out.is_dir() and any(out.iterdir()):
+            if entries and not unstarted:
                 raise ConfigError(
                     f"output folder {out} is not empty; pass --resume (resume=True) to continue the run in it, "
                     "or choose a new --out (runs are never overwritten)"
                 )
+            if entries:
+                self.say(f"{out} holds only {', '.join(sorted(entries))} of a run that stopped before its first "
+                         "checkpoint: starting that run over")
             return None
         last = out / "last.pt"
         if not last.is_file():
+            if not unstarted:
+                raise ConfigError(
+                    f"cannot resume {out}: it holds a run ({', '.join(sorted(entries - STARTUP_FILES)[:4])}) but no "
+                    "last.pt to continue from; choose a new --out, or move that run's files away to start over"
+                )
+            if entries:
+                self.say(f"no last.pt in {out}: the run starts from scratch")
             return None
         state = load_checkpoint(last)
         require_keys(state, CHECKPOINT_KEYS, last)

@@ -9,7 +9,9 @@ towers start from a short supervised pretraining, made once and cached:
 
 * data: a *separate* SynthPEDES draw (same parameters, ``synth_seed +``
   :data:`SEED_OFFSET`), training split only, so no image, caption or identity of
-  the course's own train/val/test splits is seen;
+  the course's own train/val/test splits is seen; for a SynthPEDES folder of
+  one's own (``data.root``) the parameters are the ones it records (see
+  :func:`draw_params`), and the draw is still the kit's own, in the cache;
 * task: from the global image feature and, separately, from the global caption
   feature, predict every described attribute of the person (gender, hair, hat,
   top type/colour/pattern, sleeves, bottom, shoes, bag...); one linear head
@@ -49,9 +51,10 @@ from torch.utils.data import DataLoader
 
 from tireid_lite import __version__
 from tireid_lite.cache import cache_dir
+from tireid_lite.cache_lock import fill_lock
 from tireid_lite.config import Config, apply_overrides, config_from_dict
-from tireid_lite.data.build import dataset_root
 from tireid_lite.data.readers import read_dataset
+from tireid_lite.data.synth.knobs import SynthKnobs
 from tireid_lite.data.torch_data import GalleryDataset, QueryDataset, TrainPairsDataset
 from tireid_lite.data.transforms import build_transforms
 from tireid_lite.errors import ConfigError, TIReIDError
@@ -84,17 +87,71 @@ class WarmStart:
     seconds: float
 
 
+def draw_params(cfg: Config) -> dict[str, Any]:
+    """The SynthPEDES parameters the pretraining draw copies (its seed is then moved by :data:`SEED_OFFSET`).
+
+    With an empty ``data.root`` (the kit's cached draw) they are the config's
+    ``data.synth_*`` keys. With ``data.root`` a SynthPEDES folder (``tireid synth
+    --out DIR``), they are the ones that folder records in its
+    ``attributes.json`` (identity counts, images per identity, seed, difficulty
+    knobs), so the towers learn from data drawn like the data they will train on;
+    a folder without a readable record falls back to the config's ``data.synth_*``
+    keys. The image size is always ``data.image_size``, the towers' input.
+    """
+    d = cfg.data
+    params: dict[str, Any] = {"ids_train": d.synth_ids_train, "ids_val": d.synth_ids_val, "ids_test": d.synth_ids_test,
+                              "images_per_id": d.synth_images_per_id, "seed": d.synth_seed, "knobs": {}}
+    if d.root:
+        recorded = _recorded_params(Path(d.root).expanduser() / "attributes.json")
+        if recorded is not None:
+            params.update(recorded)
+    return params
+
+
+def _recorded_params(path: Path) -> dict[str, Any] | None:
+    """The generation parameters in a SynthPEDES ``attributes.json``, or None when it has no usable record."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))["params"]
+        params = {name: int(record[name]) for name in ("ids_train", "ids_val", "ids_test", "images_per_id", "seed")}
+        params["knobs"] = {str(k): float(v) for k, v in dict(record.get("knobs", {})).items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return params
+
+
 def pretrain_config(cfg: Config) -> Config:
-    """The config of the pretraining data: ``cfg`` with the other SynthPEDES seed, clean pairs, no flips."""
-    if cfg.data.dataset != "synth" or cfg.data.root:
+    """The config of the pretraining data: the kit's own SynthPEDES draw (``data.root`` empty) with the
+    parameters of :func:`draw_params` and seed ``+ SEED_OFFSET``, clean pairs, no flips.
+
+    Whatever ``data.root`` holds (the cached draw or a folder of ``tireid synth``), the
+    pretraining reads its own separate draw, never the training data.
+    """
+    if cfg.data.dataset != "synth":
         raise ConfigError(
-            "model.warm_start=attributes pretrains on a SynthPEDES draw made here, so it needs data.dataset=synth "
-            "with an empty data.root; set model.warm_start=none for other data"
+            f"model.warm_start=attributes pretrains the towers on SynthPEDES attributes, which data.dataset="
+            f"{cfg.data.dataset} does not have; set model.warm_start=none (tiny towers from random weights), "
+            "or use --profile gpu with model.pretrained_dir=DIR (CLIP)"
         )
-    return apply_overrides(_copy(cfg), [
-        f"data.synth_seed={cfg.data.synth_seed + SEED_OFFSET}", "data.noise_rate=0.0", "data.flip_p=0.0",
+    params = draw_params(cfg)
+    pre = _copy(cfg)
+    pre.data.root = ""
+    pre.data.synth_ids_train, pre.data.synth_ids_val = params["ids_train"], params["ids_val"]
+    pre.data.synth_ids_test, pre.data.synth_images_per_id = params["ids_test"], params["images_per_id"]
+    return apply_overrides(pre, [
+        f"data.synth_seed={params['seed'] + SEED_OFFSET}", "data.noise_rate=0.0", "data.flip_p=0.0",
         "model.warm_start=none",
     ])
+
+
+def _pretrain_root(cfg: Config) -> Path:
+    """The pretraining draw of ``cfg`` (made and cached on first use), with the knobs of :func:`draw_params`."""
+    from tireid_lite.data.synth import ensure_synth
+
+    pre = pretrain_config(cfg)
+    d = pre.data
+    return Path(ensure_synth(ids_train=d.synth_ids_train, ids_val=d.synth_ids_val, ids_test=d.synth_ids_test,
+                             images_per_id=d.synth_images_per_id, size=tuple(d.image_size), seed=d.synth_seed,
+                             **draw_params(cfg)["knobs"]))
 
 
 def _copy(cfg: Config) -> Config:
@@ -105,9 +162,10 @@ def warm_start_key(cfg: Config, tokenizer: Tokenizer) -> str:
     """``towers-<hash>``: the hash covers the towers' shape, the data, the pretraining settings,
     the tokenizer's vocabulary and the kit version."""
     d, m, t = cfg.data, cfg.model, cfg.train
+    draw = draw_params(cfg)
     settings = {
-        "data": [list(d.image_size), d.max_length, d.pad, d.synth_ids_train, d.synth_ids_val, d.synth_ids_test,
-                 d.synth_images_per_id, d.synth_seed],
+        "data": [list(d.image_size), d.max_length, d.pad, draw["ids_train"], draw["ids_val"], draw["ids_test"],
+                 draw["images_per_id"], draw["seed"]],
         "model": [m.patch_size, m.image_width, m.image_depth, m.image_heads, m.text_kind, m.text_width,
                   m.text_depth, m.text_heads, m.embed_dim, m.image_pool, m.text_pool, m.warm_start_steps],
         "train": [t.lr, t.batch_size],
@@ -115,6 +173,9 @@ def warm_start_key(cfg: Config, tokenizer: Tokenizer) -> str:
         "format": FORMAT,
         "version": __version__,
     }
+    knobs = {k: v for k, v in draw["knobs"].items() if v != getattr(SynthKnobs(), k, None)}
+    if knobs:  # only knobs away from their defaults join the key, so the kit's own draw keeps its key
+        settings["knobs"] = knobs
     return "towers-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -148,7 +209,7 @@ def majority_rates(cfg: Config, split: str = "val") -> dict[str, float]:
     """Per attribute, the share of ``split``'s images of the pretraining draw whose person has the
     commonest value: the accuracy of always guessing that value (what the held-out accuracies of
     :attr:`WarmStart.val_accuracy` must beat to have learned anything). Taught in ``02_baseline_irra``."""
-    root = dataset_root(pretrain_config(cfg))
+    root = _pretrain_root(cfg)
     record = json.loads((Path(root) / "attributes.json").read_text(encoding="utf-8"))
     people = {entry["id"]: entry for entry in record["identities"]}
     shown = [people[image["id"]] for image in record["images"] if people[image["id"]]["split"] == split]
@@ -187,7 +248,7 @@ def pretrain_towers(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
     Touches no global random state: everything runs inside ``torch.random.fork_rng``.
     """
     pre = pretrain_config(cfg)
-    root = dataset_root(pre)
+    root = _pretrain_root(cfg)
     dataset = read_dataset("synth", root)
     targets = AttributeTargets(root)
     size = tuple(int(s) for s in pre.data.image_size)
@@ -262,14 +323,20 @@ def _val_accuracy(model, heads, dataset, targets, tokenizer, size) -> dict[str, 
 
 def save_warm_start(ws: WarmStart, path: Path) -> Path:
     """Write ``ws`` to ``path`` atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
-    os.close(fd)
+    tmp = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+        os.close(fd)
         torch.save({"format": FORMAT, **ws.__dict__}, tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        raise TIReIDError(
+            f"cannot write the pretrained towers {path}: {err.strerror or err}; free some space there or set "
+            "TIREID_CACHE to a writable folder"
+        ) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
     return path
 
@@ -290,14 +357,20 @@ def load_warm_start(path: Path) -> WarmStart:
 
 
 def ensure_warm_start(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
-    """The cached pretrained towers for ``cfg``, made now when missing. Taught in ``02_baseline_irra``."""
+    """The cached pretrained towers for ``cfg``, made now when missing. Taught in ``02_baseline_irra``.
+
+    Several processes asking at once make them once: the first pretrains while the others wait
+    on ``<file>.lock`` (:func:`tireid_lite.cache_lock.fill_lock`), then load its file."""
     path = warm_start_path(cfg, tokenizer)
     if path.is_file():
         return load_warm_start(path)
-    print(f"pretraining the towers on SynthPEDES attributes ({cfg.model.warm_start_steps} steps, once; "
-          f"kept in {path})", flush=True)
-    ws = pretrain_towers(cfg, tokenizer)
-    save_warm_start(ws, path)
+    with fill_lock(path, "pretraining the towers"):
+        if path.is_file():  # made by another process while this one waited
+            return load_warm_start(path)
+        print(f"pretraining the towers on SynthPEDES attributes ({cfg.model.warm_start_steps} steps, once; "
+              f"kept in {path})", flush=True)
+        ws = pretrain_towers(cfg, tokenizer)
+        save_warm_start(ws, path)
     image, text = (sum(a.values()) / len(a) for a in (ws.val_accuracy["image"], ws.val_accuracy["text"]))
     print(f"pretrained in {ws.seconds:.0f} s: held-out attribute accuracy {100 * image:.1f}% from images, "
           f"{100 * text:.1f}% from captions", flush=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tireid_lite.cache_lock import fill_lock
 from tireid_lite.data.synth.attributes import Identity
 from tireid_lite.data.synth.captions import caption_for, tokens_of
 from tireid_lite.data.synth.knobs import SynthKnobs
@@ -129,6 +130,18 @@ def _is_dataset(root: Path) -> bool:
     return (root / "reid_raw.json").is_file() and (root / "attributes.json").is_file()
 
 
+def _is_synth_written(root: Path) -> bool:
+    """Whether ``root`` holds a SynthPEDES this module wrote (its ``attributes.json`` says so)."""
+    if not _is_dataset(root):
+        return False
+    try:
+        with open(root / "attributes.json", encoding="utf-8") as fh:
+            head = fh.read(64)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.startswith('{"dataset": "SynthPEDES"')
+
+
 def generate_synth(
     out: str | os.PathLike,
     *,
@@ -146,26 +159,47 @@ def generate_synth(
     ``size`` is (height, width), about 3:1, from 48x16 to 384x128. ``knobs``
     are :class:`SynthKnobs` fields (clutter, occlusion_prob, lighting, noise,
     jitter, hard_negative_fraction, caption_coverage, colour_zipf). A non-empty
-    ``out`` is refused unless ``overwrite``; the same arguments always give the
-    same bytes. Taught in ``01_data``.
+    ``out`` is refused unless ``overwrite``, which replaces only a folder holding
+    a SynthPEDES written here; the same arguments always give the same bytes. Taught in ``01_data``.
     """
     params = SynthParams.build(ids_train, ids_val, ids_test, images_per_id, size, seed, knobs)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out} is a file; give a directory path for the SynthPEDES output")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(
-            f"{out} is not empty; choose an empty or new directory, or pass overwrite=True (--overwrite)"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DatasetError(
+                f"{out} is not empty; choose an empty or new directory, or pass overwrite=True (--overwrite)"
+            )
+        if not _is_synth_written(out):
+            raise DatasetError(
+                f"{out} holds files that are not a SynthPEDES written by the kit (no SynthPEDES attributes.json "
+                "beside reid_raw.json); --overwrite replaces only such a folder, so choose an empty or new directory"
+            )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as err:
+        raise _write_error(out, err) from None
     try:
         _write_dataset(tmp, params)
         _move_into_place(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(out, err) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_error(out: Path, err: OSError) -> DatasetError:
+    """One sentence for a folder that cannot take the dataset (read-only, full, busy); ``out`` is left as it was."""
+    return DatasetError(
+        f"cannot write SynthPEDES to {out}: {err.strerror or err}"
+        f"{f' ({err.filename})' if err.filename and str(err.filename) != str(out) else ''}; choose a writable "
+        "folder with free space (the dataset is written beside it first, then moved into place)"
+    )
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -212,22 +246,30 @@ def ensure_synth(
 
     Kept under ``$TIREID_CACHE/synth/<key>`` (default ``~/.cache/tireid-lite``),
     where ``<key>`` hashes the parameters. Safe when several processes ask at
-    once: each generates into its own temporary directory and the first to
-    rename it into place wins. Taught in ``01_data``.
+    once: the first draws it (into a temporary directory renamed into place)
+    while the others wait on ``<key>.lock``, then read it. Taught in ``01_data``.
     """
     params = SynthParams.build(ids_train, ids_val, ids_test, images_per_id, size, seed, knobs)
     final = _cache_path(params)
     if _is_dataset(final):
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        _write_dataset(tmp, params)
+    with fill_lock(final, "drawing SynthPEDES"):
+        if _is_dataset(final):  # drawn by another process while this one waited
+            return final
         try:
-            os.replace(tmp, final)
-        except OSError:
-            if not _is_dataset(final):  # an unfinished leftover, not a finished copy from another process
-                _move_into_place(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+            try:
+                _write_dataset(tmp, params)
+                try:
+                    os.replace(tmp, final)
+                except OSError:
+                    if not _is_dataset(final):  # an unfinished leftover, not a finished copy from another process
+                        _move_into_place(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError as err:
+            raise DatasetError(
+                f"cannot write the cached SynthPEDES {final}: {err.strerror or err}; free some space there or "
+                "set TIREID_CACHE to a writable folder"
+            ) from None
     return final
