@@ -27,13 +27,13 @@
 # **Run time on cpu**: under a minute (the first run also generates SynthPEDES, a few seconds more).
 
 # %%
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from tireid_lite.config import flatten, get_profile
+from tireid_lite.data.build import dataset_root
 from tireid_lite.data.readers import read_dataset
 from tireid_lite.envinfo import environment_report
 from tireid_lite.eval.colour_matching import (
@@ -43,8 +43,9 @@ from tireid_lite.eval.colour_matching import (
     image_colour_histogram,
 )
 from tireid_lite.eval.metrics import retrieval_metrics
+from tireid_lite.models.methods import METHODS
 from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metrics
-from tireid_lite.data.build import dataset_root
+from tireid_lite.viz.architecture import plot_architecture
 from tireid_lite.viz.retrieval import show_rankings
 
 # %%
@@ -188,15 +189,21 @@ print(table.round(2).to_string(na_rep="-"))
 # wearing the same colours on different parts. Learning to look at the right part for the right
 # words is what the rest of the course is about.
 #
-# ## 4. The course: four papers, one baseline
+# ## 4. The course: four papers and the two they build on
 #
-# All four papers build on **IRRA** (CVPR 2023): a CLIP image tower and text tower trained so that
+# **IRRA** (CVPR 2023) is the course's baseline: a CLIP image tower and text tower trained so that
 # matching pairs get similar features (the SDM loss), plus a masked-language task that forces the
-# text to read the image (implicit relation reasoning).
+# text to read the image (implicit relation reasoning). BiLMa extends IRRA directly. KPDM builds on
+# **RDE** (CVPR 2024), itself a CLIP model in IRRA's setting that replaces SDM by a triplet
+# alignment loss (TAL) on two embeddings and finds noisy pairs (CCD); notebooks 03-05 use RDE's
+# parts throughout. CADA's public code starts from BLIP (a ViT-B image encoder and a BERT text
+# encoder), not CLIP; the kit runs every method on the same towers so that their heads can be
+# compared.
 #
 # | paper | its idea in one line | notebooks |
 # | --- | --- | --- |
 # | IRRA (CVPR 2023), the shared baseline | global alignment (SDM) + masked words predicted from the image | `02_baseline_irra` |
+# | RDE (CVPR 2024), KPDM's base | TAL on a global and a token-selection embedding; noisy pairs found by consensus (CCD) | `03`, `04`, `05` |
 # | **KPDM** (AAAI 2026) | mask "adjective + noun" phrases as units, keep only important patches, weight rare words (FMLM), find noisy pairs by trusted consensus | `03`, `04`, `05` |
 # | **BiLMa** (ICCV 2023 Workshops) | mask image patches too, and predict their *part labels* from the text (semantic MIM) | `06_bilma_semantic_mim` |
 # | **CADA** (IEEE TMM 2024) | associate text tokens with patches and image regions with attribute phrases, in both directions | `07_cada_dual_association` |
@@ -205,6 +212,18 @@ print(table.round(2).to_string(na_rep="-"))
 # Then `09_gpu_training` trains on a real dataset with CLIP ViT-B/16, and `10_paper_tables`
 # rebuilds the papers' tables in miniature. Where a paper leaves a detail unpublished, the
 # notebook says what the kit chose and that it is our reading, not the paper's exact method.
+#
+# Every method is the same model: two towers, their global features, and a few *heads*, one per
+# mechanism, each adding one loss. The figure is drawn from the kit's own table of methods
+# (`tireid_lite.models.methods.METHODS`), so it shows exactly what the code builds; notebooks 07
+# and 08 add their rows as they are built.
+
+# %%
+method_table = {method: [head.name for head in row] for method, row in METHODS.items()}
+plot_architecture(method_table)
+plt.show()
+
+# %% [markdown]
 #
 # ## 5. Two profiles
 #
@@ -273,7 +292,7 @@ save_metrics(output_dir, {
     "colour_mAP": colour["mAP"],
     "chance_R1": chance["R1"],
 })
-print(f"metrics written to {output_dir / 'metrics.json'}")
+print(f"metrics written to {NOTEBOOK}/metrics.json in the output folder")
 
 # %% [markdown]
 # ## Summary

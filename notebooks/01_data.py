@@ -35,14 +35,17 @@
 # %%
 import json
 import shutil
+import textwrap
 from collections import Counter
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from tireid_lite.config import get_profile
+from tireid_lite.data.build import build_data
 from tireid_lite.data.checker import check_dataset
 from tireid_lite.data.fixtures import FIXTURE_DATASETS, break_fixture, write_fixture
 from tireid_lite.data.noise import inject_noise
@@ -61,6 +64,7 @@ from tireid_lite.data.synth import (
 )
 from tireid_lite.data.synth.attributes import colour_probs
 from tireid_lite.data.synth.captions import word_count
+from tireid_lite.data.transforms import denormalize
 from tireid_lite.errors import DatasetError
 from tireid_lite.eval.metrics import match_ranks, retrieval_metrics
 from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metrics
@@ -179,6 +183,32 @@ record = identities[samples[0].pid]
 print(pd.Series(record).to_string())
 
 # %% [markdown]
+# ### 1.2b What the model sees
+#
+# Training never sees the drawings above as they are. Each time a pair is drawn, the image is
+# resized to the profile's input size (96x32 in `cpu`), padded by `data.pad` pixels and cropped back
+# at a random place (a small shift), and flipped left-right with probability `data.flip_p`. A flip
+# would make "bag on the left shoulder" false, so the caption is mirrored with it (left and right
+# swapped). Four draws of one training pair:
+
+# %%
+seen = build_data(cfg).train_set
+pair_index = next(i for i, pair in enumerate(seen.pairs) if "left" in pair.caption or "right" in pair.caption)
+draws = []
+for draw in range(4):
+    torch.manual_seed(draw)  # the item's randomness (the Trainer seeds it from seed, epoch and index)
+    item = seen[pair_index]
+    draws.append((denormalize(item["images"]).permute(1, 2, 0).numpy(), seen.tokenizer.decode(item["caption_ids"])))
+fig, axes = plt.subplots(1, 4, figsize=(9, 4.2))
+for ax, (image, caption) in zip(axes, draws):
+    ax.imshow(image)
+    ax.set_title("\n".join(textwrap.wrap(caption, 26)), fontsize=7)
+    ax.axis("off")
+fig.suptitle(f"one training pair, four draws ({image.shape[0]}x{image.shape[1]} input; flips mirror the caption)")
+fig.tight_layout(rect=(0, 0, 1, 0.95))
+plt.show()
+
+# %% [markdown]
 # ### 1.3 One person from four sides
 #
 # The same functions that wrote the dataset can draw one identity on demand: `sample_scene` picks a
@@ -193,7 +223,8 @@ fig = show_samples(
     [image for image, _, _ in drawn],
     [parts for _, parts, _ in drawn],
     [[caption_for(person, view, rng, visible=visible)] for view, (_, _, visible) in zip(VIEWS, drawn)],
-    [f"{view} view; visible: {', '.join(sorted(visible))}" for view, (_, _, visible) in zip(VIEWS, drawn)],
+    [f"{view} view; visible: {', '.join(sorted(visible - {'occluded'}))}"
+     + ("; partly occluded" if "occluded" in visible else "") for view, (_, _, visible) in zip(VIEWS, drawn)],
 )
 plt.show()
 
@@ -389,6 +420,42 @@ one_difference = [
     for pair in test_pairs
 ]
 print(f"{sum(one_difference)} of {len(test_pairs)} test pairs differ in exactly their listed attribute")
+
+# %% [markdown]
+# ### 3.1 The ceiling these pairs set
+#
+# A caption can tell its person from the partner only if it mentions the attribute that differs.
+# The grammar mentions each visible attribute with probability 0.7, so not every caption does. We
+# count, for every test caption of a paired identity, whether it names the differing feature: the
+# words below are the grammar's own for that feature (for `hat`, only the wearer's captions can
+# name it; the grammar never writes "no hat"). This is a count over the captions, no model involved.
+
+# %%
+TELLING_WORDS = {"shoe_colour": {"shoes", "sneakers"}, "hat": {"cap", "beanie", "knit"},
+                 "bag_side": {"left", "right"}, "bag_colour": {"bag", "backpack", "handbag"},
+                 "hair_colour": {"hair", "ponytail"}}
+test_set = dataset.eval_set("test")
+captions_of: dict[int, list[str]] = {}
+for caption, pid in zip(test_set.query_captions, test_set.query_pids):
+    captions_of.setdefault(int(pid), []).append(caption)
+telling_rows = []
+for pair in test_pairs:
+    for pid in pair["ids"]:
+        for caption in captions_of[pid]:
+            telling_rows.append({"attribute": pair["attribute"],
+                                 "tells": bool(TELLING_WORDS[pair["attribute"]] & set(tokens_of(caption)))})
+telling = pd.DataFrame(telling_rows)
+print((100 * telling.groupby("attribute")["tells"].mean()).round(1).rename("% of captions naming it").to_string())
+telling_share = float(telling["tells"].mean())
+print(f"\n{telling['tells'].sum()} of {len(telling)} captions of paired test identities ({telling_share:.1%}) "
+      f"name the feature that tells the partners apart; {1 - telling_share:.1%} cannot separate them from "
+      "their partner at all, whatever the model.")
+
+# %% [markdown]
+# So on about that share of the paired identities' queries the partner is, for any model, as good a
+# match as the true person: the best R@1 on those queries is bounded by it, and the probes of later
+# notebooks that ask "does the model rank the true person above its partner?" read only the
+# captions that name the differing feature.
 
 # %% [markdown]
 # ## 4. The real formats
@@ -673,6 +740,7 @@ save_metrics(output_dir, {
     "tokenizer_vocab_size": tokenizer.vocab_size,
     "mean_caption_words": mean_caption_words,
     "test_hard_negative_pairs": len(test_pairs),
+    "hard_negative_captions_telling": telling_share,
     "noise_rate": noise_rate,
     "broken_root_errors": sum(p.severity == "error" for p in report.problems),
     "layout_errors": layout_errors,
@@ -692,7 +760,9 @@ print(f"metrics written to {NOTEBOOK}/metrics.json in the output folder")
 # - Colour words follow a Zipf-like law: the rare ones carry the most information about who is
 #   meant. Captions run 15 to 40 words, close to CUHK-PEDES's mean of 23.5.
 # - Half of the val/test identities have a partner that differs in one small attribute: global
-#   matching alone cannot separate them.
+#   matching alone cannot separate them, and only the captions that name that attribute can
+#   (section 3.1 counts them), which bounds what any model reaches on those queries.
+# - Training sees each image resized, shifted and flipped, the caption mirrored with the flip.
 # - CUHK-PEDES, ICFG-PEDES and RSTPReid are read into one record type; training sees one pair per
 #   caption with identities remapped to `0..N-1`, evaluation ranks every image for every caption.
 # - `check_dataset` lists every problem of a root with its fix; the reader stops at the first.
@@ -702,8 +772,8 @@ print(f"metrics written to {NOTEBOOK}/metrics.json in the output folder")
 #
 # ## Exercises
 #
-# 1. Count how many test captions mention the attribute that separates their identity from its
-#    hard-negative partner. What does that mean for the best R@1 any model could reach?
+# 1. Section 3.1 counted, per attribute, how many captions name the feature that separates a
+#    pair. Which attribute is named least often, and why (think of which views show it)?
 # 2. Generate SynthPEDES with `colour_zipf=0` (uniform colours) into a folder of your own with
 #    `generate_synth` and redo the colour table of section 2.3. How many bits is each colour word
 #    worth now?

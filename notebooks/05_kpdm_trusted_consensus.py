@@ -41,19 +41,33 @@ from tireid_lite.data.build import build_data
 from tireid_lite.data.torch_data import read_image
 from tireid_lite.data.transforms import build_transforms, denormalize
 from tireid_lite.models.trained import load_trained
-from tireid_lite.notebook import ablation_overrides, mean_std_table, resolve_output_dir, resolve_profile, save_metrics
+from tireid_lite.notebook import (
+    ablation_overrides,
+    compare_arms,
+    mean_std_table,
+    resolve_output_dir,
+    resolve_profile,
+    save_metrics,
+)
 from tireid_lite.train.ccd import ccd_partition
 from tireid_lite.train.noise import pair_features, view_losses, view_similarities
 from tireid_lite.train.partition import detection_scores
 from tireid_lite.train.tcp import tcp_partition
 from tireid_lite.viz.data import show_noisy_pair
-from tireid_lite.viz.noise import plot_detection, plot_identity_similarities, plot_similarity_histograms
+from tireid_lite.viz.noise import (
+    PARTITIONER_COLOURS,
+    plot_detection,
+    plot_identity_similarities,
+    plot_similarity_histograms,
+)
 from tireid_lite.zoo import get_or_train, zoo_config
 
 # %%
 NOTEBOOK = "05_kpdm_trusted_consensus"
 NOISE_RATES = (0.0, 0.2, 0.5)
 PARTITIONERS = ("none", "ccd", "tcp")
+REFERENCE = "baseline (same budget)"  # SDM + ID trained on the same pairs with the same schedule
+ALL_ARMS = (*PARTITIONERS, REFERENCE)
 EPOCHS = 3  # epoch 1 is the warm-up on every pair; partitions at the start of epochs 2 and 3
 SHOWN_IDENTITIES = 8  # identities in the per-identity figure
 
@@ -129,6 +143,10 @@ for rate in NOISE_RATES:
             trained = get_or_train("kpdm", profile, s, overrides=overrides(rate, partitioner))
             models[rate, s, partitioner] = trained
             rows.append({"noise": rate, "seed": s, "partitioner": partitioner, **trained.test_metrics})
+        # the same-budget reference: the baseline (SDM + ID) on the same noisy pairs, same short schedule
+        trained = get_or_train("baseline", profile, s, overrides=[*short, f"data.noise_rate={rate}"])
+        models[rate, s, REFERENCE] = trained
+        rows.append({"noise": rate, "seed": s, "partitioner": REFERENCE, **trained.test_metrics})
 runs = pd.DataFrame(rows)
 
 # %% [markdown]
@@ -167,14 +185,20 @@ for name, s in zip(("global", "TSE"), sims50):
 # The AUC is the chance that a random clean pair is more similar than a random noisy one (1 would
 # separate them perfectly). **Per identity**, as TCP sees them: each column is one identity's pairs
 # (global view), its median marked. A noisy pair is low *for its identity*, even where it is not low
-# for the whole set.
+# for the whole set. Shown are identities with few noisy pairs (left), where this works, and
+# identities where most pairs are noisy (right): there the identity's own distribution is mostly
+# noise, its median sits at the noisy level, and a clean pair looks like the outlier. That is TCP's
+# failure mode at high noise rates.
 
 # %%
 pids50 = np.asarray(train50.pids)
-with_noise = np.unique(pids50[noisy50])[:SHOWN_IDENTITIES]
-plot_identity_similarities(sims50[0], pids50, noisy50, with_noise.tolist(),
-                           title="50% noise, global view: pairs of a few identities")
+noisy_share = pd.Series(noisy50).groupby(pids50).mean()  # per identity
+few = noisy_share[(noisy_share > 0) & (noisy_share <= 0.34)].index[: SHOWN_IDENTITIES // 2]
+most = noisy_share[noisy_share >= 0.66].index[: SHOWN_IDENTITIES // 2]
+plot_identity_similarities(sims50[0], pids50, noisy50, [*few.tolist(), *most.tolist()],
+                           title="50% noise, global view: identities with few noisy pairs, then with most")
 plt.show()
+print(f"at 50% noise, {(noisy_share >= 0.5).mean():.0%} of the identities have half or more of their pairs noisy")
 
 # %% [markdown]
 # ## 4. Two partitioners on the same similarities
@@ -186,7 +210,9 @@ plt.show()
 # in its own identity's distribution (a per-identity mixture whose noisy level is shared by all
 # identities, or a robust z-score with median and MAD where the two levels are not clearly apart).
 # Both ask the two views to agree: clean in both is clean, noisy in both is noisy, anything else is
-# uncertain and weighs 1/2. Here both run on the warm-up state above, exactly as the runs did at the
+# uncertain and weighs 1/2. For CCD that last rule is the kit's: RDE's code draws each disagreeing
+# pair clean or noisy at random (`ccd_partition(..., disagreement="random")`), the kit weighs it
+# 1/2 for both partitioners so that they differ only in how a view judges a pair. Here both run on the warm-up state above, exactly as the runs did at the
 # start of epoch 2:
 
 # %%
@@ -216,7 +242,16 @@ for (rate, s, partitioner), trained in models.items():
                               "precision": record["partition_precision"], "recall": record["partition_recall"],
                               "f1": record["partition_f1"], "flagged": record["partition_noisy"]})
 detection = pd.DataFrame(detection)
-per_epoch = detection.groupby(["noise", "partitioner", "epoch"], as_index=False)[["precision", "recall", "f1"]].mean()
+# A random flagger that flags as many pairs scores precision = the noisy share of the pairs and
+# recall = the flagged share. The noisy share follows from any record: noisy = tp / recall, tp = P x flagged.
+usable = detection[detection["recall"] > 0]
+noisy_pairs = (usable["precision"] * usable["flagged"] / usable["recall"]).groupby(usable["noise"]).median()
+detection["chance_precision"] = detection["noise"].map(noisy_pairs) / len(pairs_after)
+detection["chance_recall"] = detection["flagged"] / len(pairs_after)
+detection["chance_f1"] = (2 * detection["chance_precision"] * detection["chance_recall"]
+                          / (detection["chance_precision"] + detection["chance_recall"]))
+per_epoch = detection.groupby(["noise", "partitioner", "epoch"], as_index=False)[
+    ["precision", "recall", "f1", "chance_precision", "chance_recall", "chance_f1"]].mean()
 print(per_epoch.round(3).to_string(index=False))
 
 # %%
@@ -243,7 +278,7 @@ print("clean pairs flagged noisy at 0% noise: " + ", ".join(f"{k.upper()} {v:.1f
 
 # %% tags=["nbval-ignore-output"]
 for metric in ("R1", "mAP"):
-    table = pd.DataFrame({f"{rate:.0%} noise": mean_std_table(runs[runs["noise"] == rate], PARTITIONERS,
+    table = pd.DataFrame({f"{rate:.0%} noise": mean_std_table(runs[runs["noise"] == rate], ALL_ARMS,
                                                               by="partitioner", metrics=(metric,))[metric]
                           for rate in NOISE_RATES}).T
     print(f"test {metric} ({profile} profile, {len(seeds)} seeds):")
@@ -251,14 +286,28 @@ for metric in ("R1", "mAP"):
     print()
 
 # %%
-means = runs.groupby(["noise", "partitioner"])["R1"].mean().unstack()[list(PARTITIONERS)]
-errors = runs.groupby(["noise", "partitioner"])["R1"].std().unstack()[list(PARTITIONERS)].fillna(0)
-ax = means.plot.bar(yerr=errors, capsize=3, figsize=(7, 3.2), rot=0)
+means = runs.groupby(["noise", "partitioner"])["R1"].mean().unstack()[list(ALL_ARMS)]
+errors = runs.groupby(["noise", "partitioner"])["R1"].std().unstack()[list(ALL_ARMS)].fillna(0)
+ax = means.plot.bar(yerr=errors, capsize=3, figsize=(7.5, 3.2), rot=0,
+                    color=[PARTITIONER_COLOURS.get(p, "0.6") for p in ALL_ARMS])
 ax.set_xticklabels([f"{rate:.0%} noise" for rate in means.index])
 ax.set_ylabel("test R@1 (%)")
 ax.set_title("retrieval by noise rate and partitioner")
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# Each partitioner against no partitioner, as paired differences over the same seeds and test
+# queries, with 95% bootstrap intervals over the queries:
+
+# %% tags=["nbval-ignore-output"]
+reference_model = models[0.0, seeds[0], "none"]  # every run shares its tokenizer and test split
+eval_data = build_data(reference_model.cfg, reference_model.tokenizer, train=False)
+keyed = {(f"{p} {rate:.0%}", s): models[rate, s, p] for rate in NOISE_RATES for s in seeds for p in ALL_ARMS}
+partition_effects = {(p, rate): compare_arms(keyed, eval_data, f"none {rate:.0%}", f"{p} {rate:.0%}")
+                     for rate in NOISE_RATES for p in ("ccd", "tcp")}
+for (p, rate), result in partition_effects.items():
+    print(f"{p.upper()} vs none at {rate:.0%} noise: {result.verdict}")
 
 # %% [markdown]
 # Read the table with the detection figures beside it. A partitioner removes the pairs it flags from
@@ -289,7 +338,23 @@ metrics.update({"auc_global_50": auc["global"], "auc_tse_50": auc["TSE"],
                 "flagged_clean_ccd": false_alarms["ccd"], "flagged_clean_tcp": false_alarms["tcp"],
                 "num_seeds": len(seeds)})
 save_metrics(output_dir, metrics)
-print(f"metrics written to {output_dir / 'metrics.json'}")
+print(f"metrics written to {NOTEBOOK}/metrics.json in the output folder")
+
+# %% [markdown]
+# ## What the measurements showed
+#
+# Computed from this run's numbers:
+
+# %% tags=["nbval-ignore-output"]
+print(f"- after the warm-up at 50% noise, clean and noisy pair similarities: AUC {auc['global']:.2f} (global view), "
+      f"{auc['TSE']:.2f} (TSE view).")
+for (p, rate) in [(p, r) for r in NOISE_RATES[1:] for p in ("ccd", "tcp")]:
+    row = per_epoch[(per_epoch["noise"] == rate) & (per_epoch["partitioner"] == p) & (per_epoch["epoch"] == 2)].iloc[0]
+    print(f"- {p.upper()} at {rate:.0%} noise, epoch 2: precision {row['precision']:.2f} (random flagger "
+          f"{row['chance_precision']:.2f}), F1 {row['f1']:.2f} (random flagger {row['chance_f1']:.2f}).")
+print("- clean pairs flagged noisy at 0% noise: " + ", ".join(f"{k.upper()} {v:.1f}%" for k, v in false_alarms.items()))
+for (p, rate), result in partition_effects.items():
+    print(f"- {p.upper()} vs none at {rate:.0%} noise: {result.verdict}.")
 
 # %% [markdown]
 # ## Summary

@@ -249,7 +249,7 @@ class Trainer:
         if resume_state:
             self._restore(resume_state)
             verb = "branching from" if branch_from is not None else "resuming"
-            self.say(f"{verb} {source}: epoch {self.epoch} done, step {self.step}")
+            self.say(f"{verb} {source.parent.name}/{source.name}: epoch {self.epoch} done, step {self.step}")
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out_dir / "config.yaml")
