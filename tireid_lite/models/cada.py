@@ -129,8 +129,13 @@ class AssociationHead(Head):
                    weight=c.itm_weight)
 
     def associate(self, text_tokens: Tensor, image_tokens: Tensor, mask: Tensor) -> Association:
-        """The decoder on pairs: text tokens (P, L, D) with ``mask`` (P, L) query image tokens (P, 1+N, D)."""
-        return self.decoder(text_tokens, image_tokens, padding=~mask.bool())
+        """The decoder on pairs: text tokens (P, L, D) with ``mask`` (P, L) query image tokens (P, 1+N, D).
+
+        Positions after the longest caption are dropped first (the output has that width, W <= L):
+        padding is masked anyway, and the decoder's cost grows with W.
+        """
+        width = int(mask.sum(dim=1).max())
+        return self.decoder(text_tokens[:, :width], image_tokens, padding=~mask[:, :width].bool())
 
     def match_logits(self, assoc: Association) -> Tensor:
         """ITM logits (P, 2) from the decoder's first token (the start token, which saw the whole caption)."""
@@ -157,9 +162,9 @@ class AssociationHead(Head):
         batch_size = ids.shape[0]
         out = {"itm": itm_loss(logits[:batch_size], logits[batch_size:]),
                "itm_acc": itm_accuracy(logits[:batch_size], logits[batch_size:]).detach(),
-               "gate_mean": torch.stack([g[masks.bool()].mean() for g in assoc.gates]).mean().detach()}
+               "gate_mean": torch.stack([g[masks[:, :g.shape[1]].bool()].mean() for g in assoc.gates]).mean().detach()}
         if self.local_head is not None:
-            local = self.local_logits(assoc, masks)  # (3B, G, 2)
+            local = self.local_logits(assoc, masks[:, :assoc.tokens.shape[1]])  # (3B, G, 2)
             out["itm_local"] = itm_loss(local[:batch_size].reshape(-1, 2), local[batch_size:].reshape(-1, 2))
         return out
 
@@ -170,8 +175,7 @@ class AssociationHead(Head):
         scores = []
         for start in range(0, text_tokens.shape[0], self.rerank_chunk):
             part = slice(start, start + self.rerank_chunk)
-            width = int(mask[part].sum(dim=1).max())
-            assoc = self.associate(text_tokens[part, :width], image_tokens[part], mask[part, :width])
+            assoc = self.associate(text_tokens[part], image_tokens[part], mask[part])
             scores.append(itm_score(self.match_logits(assoc)))
         return torch.cat(scores)
 
@@ -278,9 +282,11 @@ class AttributeHead(Head):
     def logits(self, model: Any, masked_ids: Tensor, image_tokens: Tensor) -> Tensor:
         """Vocabulary scores (B, L, V) of the masked captions ``masked_ids`` (B, L) read against the image."""
         mask = model.tokenizer.attention_mask(masked_ids)
-        text_tokens = model.text_tower(masked_ids, mask)  # (B, L, D)
-        assoc = self.decoder(text_tokens, image_tokens, padding=~mask.bool())
-        return self.predict(assoc.tokens).float()
+        width = int(mask.sum(dim=1).max())  # positions after the longest caption hold no masked word
+        text_tokens = model.text_tower(masked_ids, mask)[:, :width]  # (B, W, D)
+        assoc = self.decoder(text_tokens, image_tokens, padding=~mask[:, :width].bool())
+        logits = self.predict(assoc.tokens).float()  # (B, W, V)
+        return F.pad(logits, (0, 0, 0, masked_ids.shape[1] - width))  # (B, L, V), zeros after the captions
 
     def forward(self, model: Any, enc: Encoded, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self.logits(model, batch["mlm_ids"], enc.image_tokens)
@@ -319,3 +325,36 @@ def itm_pair_accuracy(model: Any, data: Any, sim: Tensor, q_pids: Any, g_pids: A
     neg = head.pair_scores(model, text, mask, tokens[slot[neg_index]])
     accuracy = 100.0 * float(((pos > neg).float() + 0.5 * (pos == neg).float()).mean())
     return {"accuracy": accuracy, "pos_scores": pos, "neg_scores": neg, "neg_index": neg_index}
+
+
+@torch.no_grad()
+def ara_predictions(model: Any, data: Any, other_index: Tensor | None = None, split: str = "test",
+                    count: int = 200, seed: int = 0) -> dict:
+    """ARA's guesses for the masked attributes of the first ``count`` queries of ``split``, read against
+    each caption's own image and, when ``other_index`` (Q,) names one per query, against another image.
+
+    The attributes are masked as in training (the head's ``caption_hook``, draws from ``seed``); the
+    key phrases of these captions are parsed once (cached). Returns ``accuracy`` (percent of masked
+    tokens named right from the own image), ``accuracy_other`` (from the other image, or None),
+    ``masked_ids``, ``labels`` and ``predicted`` (count, L) for figures.
+    """
+    head = model.heads["ara"]
+    queries, gallery = data.queries(split), data.gallery(split)
+    captions = list(data.dataset.eval_set(split).query_captions[:count])
+    head.phrase_table.add(captions, phrase_cache_path(data.dataset.name, captions))
+    rng = np.random.default_rng(seed)
+    ids = torch.as_tensor(queries.caption_ids[:count])
+    drawn = [head.caption_hook(caption, ids[i], rng) for i, caption in enumerate(captions)]
+    masked = torch.stack([d["mlm_ids"] for d in drawn])  # (n, L)
+    labels = torch.stack([d["mlm_labels"] for d in drawn])  # (n, L)
+
+    def read_against(index: Any) -> Tensor:
+        images = torch.stack([gallery[int(i)]["images"] for i in index])
+        return head.logits(model, masked, model.encode_image_tokens(images))  # (n, L, V)
+
+    own = read_against(np.asarray(queries.image_ids)[:count])
+    out = {"accuracy": 100.0 * float(masked_accuracy(own, labels)), "accuracy_other": None,
+           "masked_ids": masked, "labels": labels, "predicted": own.argmax(-1)}
+    if other_index is not None:
+        out["accuracy_other"] = 100.0 * float(masked_accuracy(read_against(other_index[:count].tolist()), labels))
+    return out
