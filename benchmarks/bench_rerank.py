@@ -74,7 +74,7 @@ def time_k(model, ids: torch.Tensor, gallery: torch.Tensor, k: int, repeats: int
 
 
 def main(quick: bool = False) -> dict:
-    queries, repeats = (100, 1) if quick else (400, 3)
+    queries, repeats = (100, 1) if quick else (200, 3)
     model, ids, gallery = build(queries)
     figures: dict[str, float | int] = {"queries_timed": queries, "gallery": GALLERY,
                                        "caption_tokens": CAPTION_WORDS + 2, "torch_threads": torch.get_num_threads()}
