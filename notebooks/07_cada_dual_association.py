@@ -379,7 +379,7 @@ COMPARISONS = [("global", "+ATP"), ("+ATP", "+ATP+ARA"), ("+ATP+ARA", "+re-ranki
                ("+ATP, no gate", "+ATP")]
 differences = {}
 for a, b in COMPARISONS:
-    for metric in ("R1", "AP"):
+    for metric in ("R1", "mAP"):
         d = paired_difference(np.stack([per_query[a, s_][metric] for s_ in seeds]),
                               np.stack([per_query[b, s_][metric] for s_ in seeds]), metric)
         differences[a, b, metric] = d
@@ -486,7 +486,7 @@ save_metrics(output_dir, {
     "rerank_k": rerank_k,
     "num_seeds": len(seeds),
 })
-print(f"metrics written to {output_dir / 'metrics.json'}")
+print(f"metrics written to {output_dir.name}/metrics.json")
 
 # %% [markdown]
 # ## Summary
