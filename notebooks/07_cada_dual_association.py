@@ -29,8 +29,10 @@
 # **Prerequisites**: `02_baseline_irra` (towers, SDM, the scorer), `03_kpdm_key_phrase_masking` (key
 # phrases, paired differences).
 #
-# **Run time on cpu**: about 2.5 minutes on an idle 2-core machine the first time (eight short
-# trainings and the re-ranking evaluations), under a minute once the models are cached in `$TIREID_CACHE`.
+# **Run time on cpu**: eight short trainings (cached in `$TIREID_CACHE` afterwards), then about two
+# minutes of CPU time for the probes, the evaluations and the re-ranking. The stored outputs come from
+# a shared 2-core machine (load about 10): 239 s with every model cached; each short training took
+# 70-800 s there, far more than on an idle machine (an ATP step costs about 3 times a global-only step).
 
 # %%
 import time
