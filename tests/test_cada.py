@@ -259,3 +259,25 @@ def test_a_broken_itm_head_scores_matched_and_negative_pairs_alike(tok):
     torch.nn.init.zeros_(head.itm_head.weight)
     torch.nn.init.zeros_(head.itm_head.bias)
     assert itm_pair_accuracy(model, data, sim, pids, pids)["accuracy"] == 50.0  # every pair tied
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def test_association_figures_draw_and_refuse_mismatched_inputs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tireid_lite.viz.association import show_reranking, show_token_associations
+
+    image = np.zeros((96, 32, 3))
+    fig = show_token_associations(image, ["red", "shirt"], np.random.rand(2, 12, 4), [0.4, 0.9], title="t")
+    assert [ax.get_title() for ax in fig.axes[1:3]] == ["red\ng=0.40", "shirt\ng=0.90"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one \\(rows, cols\\) map and one gate per word"):
+        show_token_associations(image, ["red"], np.random.rand(2, 12, 4), [0.4, 0.9])
+    fig = show_reranking(["a man"], [[image, image]], [["partner", "match"]], [[image, image]], [["match", "other"]])
+    assert len(fig.axes) == 2 * 3
+    plt.close(fig)
