@@ -12,6 +12,8 @@ irra       + masked words through the cross-modal module (IRRA)
 bilma      + masked patches predicted from the caption (BiLMa's SemMIM)
 kpdm       ID + RDE's TAL on global and token-selection embeddings + masked
            words over the kept patches with FMLM (KPDM, the kit's reading)
+cada       ID + CADA's global loss + ATP (association decoder, ITM with hard
+           negatives, local ITM, top-k re-ranking) + ARA (masked attributes)
 =========  ==================================================================
 
 Taught in ``02_baseline_irra``.
@@ -22,6 +24,7 @@ from __future__ import annotations
 from tireid_lite.config import Config
 from tireid_lite.errors import ConfigError
 from tireid_lite.models.bilma import MaskedImageHead
+from tireid_lite.models.cada import AssociationHead, AttributeHead, CADAGlobalHead
 from tireid_lite.models.head import Head
 from tireid_lite.models.irra import IdentityHead, MaskedLanguageHead, SDMHead
 from tireid_lite.models.kpdm import AlignmentHead, KPDMLanguageHead
@@ -31,6 +34,7 @@ METHODS: dict[str, tuple[type[Head], ...]] = {
     "irra": (SDMHead, IdentityHead, MaskedLanguageHead),
     "bilma": (SDMHead, IdentityHead, MaskedLanguageHead, MaskedImageHead),
     "kpdm": (IdentityHead, AlignmentHead, KPDMLanguageHead),
+    "cada": (CADAGlobalHead, IdentityHead, AssociationHead, AttributeHead),
 }
 
 
