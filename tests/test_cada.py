@@ -15,7 +15,7 @@ from tireid_lite.errors import ConfigError
 from tireid_lite.losses.itm import cada_global_loss, itm_accuracy, itm_loss, itm_score, mine_hard_negatives
 from tireid_lite.losses.matching import sdm_loss
 from tireid_lite.models import methods
-from tireid_lite.models.cada import AssociationHead, AttributeMasking, itm_pair_accuracy, token_groups
+from tireid_lite.models.cada import AttributeMasking, itm_pair_accuracy, token_groups
 from tireid_lite.models.cada_decoder import AssociationDecoder, attention_confidence
 from tireid_lite.models.head import NEEDS_KEY_PHRASES, RerankInputs
 from tireid_lite.models.scorer import rerank_top_k
