@@ -12,6 +12,8 @@ irra       + masked words through the cross-modal module (IRRA)
 bilma      + masked patches predicted from the caption (BiLMa's SemMIM)
 kpdm       ID + RDE's TAL on global and token-selection embeddings + masked
            words over the kept patches with FMLM (KPDM, the kit's reading)
+partlevel  SDM + ID + K part queries with the commonality-based margin ranking
+           loss (Park et al., the kit's reading)
 =========  ==================================================================
 
 Taught in ``02_baseline_irra``.
@@ -25,12 +27,14 @@ from tireid_lite.models.bilma import MaskedImageHead
 from tireid_lite.models.head import Head
 from tireid_lite.models.irra import IdentityHead, MaskedLanguageHead, SDMHead
 from tireid_lite.models.kpdm import AlignmentHead, KPDMLanguageHead
+from tireid_lite.models.partlevel import PartHead
 
 METHODS: dict[str, tuple[type[Head], ...]] = {
     "baseline": (SDMHead, IdentityHead),
     "irra": (SDMHead, IdentityHead, MaskedLanguageHead),
     "bilma": (SDMHead, IdentityHead, MaskedLanguageHead, MaskedImageHead),
     "kpdm": (IdentityHead, AlignmentHead, KPDMLanguageHead),
+    "partlevel": (SDMHead, IdentityHead, PartHead),
 }
 
 

@@ -1,0 +1,102 @@
+"""Part-level ranking: part similarities, each part's commonality and the commonality-based margin loss.
+
+Park et al. (ACCV 2024) name a "commonality-based margin ranking loss" that
+measures how common each body part is across people and uses it while the
+part details are learned, so that similar parts of different people (most
+people wear dark trousers) are not pushed apart. Only the abstract is
+public; the equations below are **the kit's reading**, not the paper's:
+
+* part similarity, texts as rows and images as columns (queries x gallery)::
+
+      s_k(i, j) = cos(t_i^k, v_j^k)                                  (K, B, B)
+
+* commonality of part k: the mean of s_k over the batch's negative pairs
+  (different identities), detached, clipped to [0, 1] (a cosine of 0,
+  unrelated, is "not common"; a negative mean counts as 0)::
+
+      c_k = clip( mean_{pid_i != pid_j} s_k(i, j), 0, 1 )
+
+* margin per part ``m_k = m (1 - c_k)`` (``margin_mode=commonality``) or
+  ``m_k = m`` (``fixed``, the ablation);
+* ranking loss per part, both directions, the paired item as the positive::
+
+      l_k = 1/2B sum_i [m_k - s_k(i, i) + s_k(i, n_i)]_+  (text anchors, images as candidates)
+          + 1/2B sum_j [m_k - s_k(j, j) + s_k(n_j, j)]_+  (image anchors, texts as candidates)
+
+  with ``n`` the hardest negative (highest similarity, another identity) or
+  the semi-hard one (the highest below the positive; the hardest when none
+  is below it, as FaceNet).
+
+Taught in ``08_partlevel_commonality``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+NEGATIVE_MODES = ("hardest", "semihard")
+
+
+def part_similarities(text_parts: Tensor, image_parts: Tensor) -> Tensor:
+    """Cosine similarity of every caption and image, part by part: (K, Bt, Bi) from (Bt, K, D) and (Bi, K, D)."""
+    t = F.normalize(text_parts.float(), dim=-1).transpose(0, 1)  # (K, Bt, D)
+    v = F.normalize(image_parts.float(), dim=-1).transpose(0, 1)  # (K, Bi, D)
+    return t @ v.transpose(1, 2)  # (K, Bt, Bi)
+
+
+def negative_mask(pids: Tensor) -> Tensor:
+    """``True`` where row and column belong to different identities: (B, B)."""
+    return pids.view(-1, 1) != pids.view(1, -1)
+
+
+def commonality(sims: Tensor, pids: Tensor) -> Tensor:
+    """Each part's commonality c_k in [0, 1] (K,): the mean of ``sims`` (K, B, B) over pairs of
+    different identities, clipped to [0, 1] and detached. A batch without negatives gives 0."""
+    neg = negative_mask(pids).to(sims.dtype)  # (B, B)
+    count = neg.sum()
+    if count == 0:
+        return torch.zeros(sims.shape[0], dtype=sims.dtype, device=sims.device)
+    mean = (sims.detach() * neg).sum(dim=(1, 2)) / count  # (K,)
+    return mean.clamp(0.0, 1.0)
+
+
+def part_margins(common: Tensor, margin: float, mode: str = "commonality") -> Tensor:
+    """The margin of each part (K,): ``margin * (1 - common)`` (commonality) or ``margin`` (fixed)."""
+    if mode == "commonality":
+        return margin * (1.0 - common)
+    if mode == "fixed":
+        return torch.full_like(common, float(margin))
+    raise ValueError(f"margin mode {mode!r} is unknown; use commonality or fixed")
+
+
+def _pick_negatives(sims: Tensor, positives: Tensor, neg: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """The chosen negative's similarity for every anchor (row): (K, B), and whether it has one: (B,).
+
+    ``sims`` (K, B, B) with anchors as rows, ``positives`` (K, B), ``neg`` (B, B) boolean."""
+    low = torch.finfo(sims.dtype).min
+    candidates = sims.masked_fill(~neg, low)  # (K, B, B)
+    hardest = candidates.max(dim=2).values  # (K, B)
+    has_negative = neg.any(dim=1)  # (B,)
+    if mode == "hardest":
+        return hardest, has_negative
+    if mode != "semihard":
+        raise ValueError(f"negative mode {mode!r} is unknown; use one of {', '.join(NEGATIVE_MODES)}")
+    below = candidates.masked_fill(candidates >= positives.unsqueeze(-1), low)  # (K, B, B) easier than the positive
+    semi = below.max(dim=2).values  # (K, B)
+    return torch.where(semi > low, semi, hardest), has_negative
+
+
+def part_ranking_loss(sims: Tensor, pids: Tensor, margins: Tensor, negatives: str = "hardest") -> Tensor:
+    """The ranking loss of each part (K,) (see the module docstring): ``sims`` (K, B, B) texts x images
+    of a batch whose i-th caption and i-th image are a pair, ``pids`` (B,), ``margins`` (K,)."""
+    neg = negative_mask(pids)  # (B, B)
+    positives = sims.diagonal(dim1=1, dim2=2)  # (K, B)
+    m = margins.to(sims.dtype).unsqueeze(-1)  # (K, 1)
+    losses = []
+    for anchored in (sims, sims.transpose(1, 2)):  # text anchors, then image anchors
+        negative, valid = _pick_negatives(anchored, positives, neg, negatives)  # (K, B), (B,)
+        hinge = F.relu(m - positives + negative) * valid.to(sims.dtype)  # (K, B)
+        losses.append(hinge.sum(dim=1) / sims.shape[1])  # (K,)
+    return (losses[0] + losses[1]) / 2
