@@ -10,7 +10,13 @@ import torch
 
 from tireid_lite.config import apply_overrides, get_profile
 from tireid_lite.errors import ConfigError
-from tireid_lite.losses.ranking import commonality, part_margins, part_ranking_loss, part_similarities
+from tireid_lite.losses.ranking import (
+    commonality,
+    negative_mean,
+    part_margins,
+    part_ranking_loss,
+    part_similarities,
+)
 from tireid_lite.models.methods import method_heads
 from tireid_lite.models.partlevel import PartHead, attention_masks, flatten_parts, query_part_iou, word_attention
 from tireid_lite.models.scorer import Scorer, View
@@ -38,27 +44,43 @@ def test_part_similarities_are_cosines_per_part():
     torch.testing.assert_close(sims, expected)
 
 
-def test_commonality_is_mean_negative_similarity_clipped():
+def test_commonality_absolute_is_mean_negative_similarity_clipped():
     sims, pids = hand_sims()
-    common = commonality(sims, pids)
+    common = commonality(sims, pids, "absolute")
     # negatives: (0,2), (1,2), (2,0), (2,1)
     part0 = (0.7 + 0.5 + 0.6 + 0.4) / 4  # 0.55
     part1 = max((0.1 - 0.3 + 0.2 + 0.0) / 4, 0.0)  # 0.0: a negative mean clips to 0
     torch.testing.assert_close(common, torch.tensor([part0, part1]))
-    assert not common.requires_grad
+    torch.testing.assert_close(negative_mean(sims, pids), torch.tensor([0.55, 0.0]))
+
+
+def test_commonality_minmax_across_parts():
+    sims, pids = hand_sims()
+    third = sims[0].clone()
+    third[pids.view(-1, 1) != pids.view(1, -1)] /= 2  # negatives' mean 0.275
+    sims3 = torch.cat([sims, third[None]])
+    # mu = (0.55, 0.0, 0.275): (mu - 0) / 0.55
+    torch.testing.assert_close(commonality(sims3, pids), torch.tensor([1.0, 0.0, 0.5]))
+    torch.testing.assert_close(commonality(sims3, pids, "minmax"), commonality(sims3, pids))
+    # equally common parts: all 0, full margins (the fixed-margin loss)
+    torch.testing.assert_close(commonality(torch.stack([sims[0], sims[0]]), pids), torch.zeros(2))
+    with pytest.raises(ValueError, match="commonality mode"):
+        commonality(sims3, pids, "softmax")
 
 
 def test_commonality_is_detached_and_zero_without_negatives():
     sims = torch.rand(3, 2, 2, requires_grad=True)
-    assert not commonality(sims, torch.tensor([1, 2])).requires_grad
-    torch.testing.assert_close(commonality(sims, torch.tensor([4, 4])), torch.zeros(3))
+    for mode in ("minmax", "absolute"):
+        assert not commonality(sims, torch.tensor([1, 2]), mode).requires_grad
+        torch.testing.assert_close(commonality(sims, torch.tensor([4, 4]), mode), torch.zeros(3))
 
 
 def test_common_part_gets_a_smaller_margin():
     sims, pids = hand_sims()
-    margins = part_margins(commonality(sims, pids), 0.4, "commonality")
+    margins = part_margins(commonality(sims, pids, "absolute"), 0.4, "commonality")
     torch.testing.assert_close(margins, torch.tensor([0.4 * 0.45, 0.4]))
     assert margins[0] < margins[1]
+    torch.testing.assert_close(part_margins(commonality(sims, pids), 0.4), torch.tensor([0.0, 0.4]))
     torch.testing.assert_close(part_margins(torch.tensor([0.9, 0.1]), 0.4, "fixed"), torch.tensor([0.4, 0.4]))
     with pytest.raises(ValueError, match="margin mode"):
         part_margins(torch.tensor([0.5]), 0.4, "adaptive")
@@ -78,11 +100,13 @@ def test_ranking_loss_hardest_on_hand_values():
 def test_commonality_margin_shrinks_the_loss_of_a_common_part():
     sims, pids = hand_sims()
     fixed = part_ranking_loss(sims, pids, part_margins(commonality(sims, pids), 0.3, "fixed"))
-    common = part_ranking_loss(sims, pids, part_margins(commonality(sims, pids), 0.3, "commonality"))
+    absolute = part_ranking_loss(sims, pids, part_margins(commonality(sims, pids, "absolute"), 0.3))
     # part 0's margin is 0.3 * 0.45 = 0.135: rows .9-.7 -> 0, .9-.5 -> 0, .8-.6 -> 0; columns .8 vs .7 -> .035
-    torch.testing.assert_close(common[0], torch.tensor((0.035 / 3) / 2))
-    assert common[0] < fixed[0]
-    torch.testing.assert_close(common[1], fixed[1])  # the distinctive part keeps its full margin
+    torch.testing.assert_close(absolute[0], torch.tensor((0.035 / 3) / 2))
+    assert absolute[0] < fixed[0]
+    torch.testing.assert_close(absolute[1], fixed[1])  # the distinctive part keeps its full margin
+    minmax = part_ranking_loss(sims, pids, part_margins(commonality(sims, pids), 0.3))
+    torch.testing.assert_close(minmax, torch.tensor([0.0, float(fixed[1])]))  # the most common part: margin 0
 
 
 def test_semihard_picks_the_closest_negative_below_the_positive():
@@ -144,7 +168,7 @@ def test_partlevel_row_and_config_switches():
     cfg = apply_overrides(get_profile("cpu"), ["model.method=partlevel", "model.part.margin_mode=fixed"])
     assert cfg.model.part.margin_mode == "fixed"
     for bad in ("model.part.margin_mode=adaptive", "model.part.negatives=easy", "model.part.num_parts=0",
-                "model.part.heads=3"):
+                "model.part.heads=3", "model.part.commonality=softmax"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             apply_overrides(get_profile("cpu"), ["model.method=partlevel", bad])
 
@@ -174,7 +198,7 @@ def test_part_head_trains_logs_commonality_and_scores_parts():
     model, tokenizer = tiny_model("model.part.num_parts=3")
     batch = tiny_batch(tokenizer)
     out = model(batch)
-    assert {"sdm", "id", "part", "common_0", "common_1", "common_2"} <= set(out)
+    assert {"sdm", "id", "part", "common_0", "common_1", "common_2", "negsim_2"} <= set(out)
     assert all(0.0 <= float(out[f"common_{k}"]) <= 1.0 for k in range(3))
     out["loss"].backward()
     assert model.heads["part"].decoder.queries.grad is not None

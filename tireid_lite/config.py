@@ -85,6 +85,7 @@ class PartConfig:
     loss_weight: float = 1.0  # weight of the part ranking loss; 0 switches the part head off
     margin: float = 0.2  # m of the ranking loss
     margin_mode: str = "commonality"  # commonality (m_k = m (1 - c_k)) | fixed (m_k = m, the ablation)
+    commonality: str = "minmax"  # c_k from the negatives' mean part similarity: minmax across parts | absolute
     negatives: str = "hardest"  # hardest | semihard negative per anchor
     embedding_weight: float = 1.0  # weight of the mean part similarity in the retrieval score; 0 = global only
 
@@ -275,6 +276,7 @@ def validate(cfg: Config) -> Config:
         ("model.part.margin", part.margin >= 0, "0 or more"),
         ("model.part.margin_mode", part.margin_mode in ("commonality", "fixed"), "commonality or fixed"),
         ("model.part.negatives", part.negatives in ("hardest", "semihard"), "hardest or semihard"),
+        ("model.part.commonality", part.commonality in ("minmax", "absolute"), "minmax or absolute"),
         ("model.part.embedding_weight", part.embedding_weight >= 0, "0 (global score only) or more"),
         ("train.partitioner", cfg.train.partitioner in ("none", "ccd", "tcp"), "none, ccd or tcp"),
         ("train.partition_warmup_epochs", cfg.train.partition_warmup_epochs >= 0, "0 or more"),

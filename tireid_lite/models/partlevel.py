@@ -18,7 +18,8 @@ or equations are public; everything below is **the kit's reading**:
   image and per caption (fine) beside the towers' global feature (coarse);
 * the part ranking loss of :mod:`tireid_lite.losses.ranking`: part
   similarities s_k, the commonality c_k (mean of s_k over the batch's
-  negative pairs, detached, clipped to [0, 1]), margin m (1 - c_k)
+  negative pairs, detached, min-max normalised across the parts:
+  ``model.part.commonality``; why not the absolute mean, see that module), margin m (1 - c_k)
   (``model.part.margin_mode=commonality``) or m (``fixed``), hardest or
   semi-hard negatives (``model.part.negatives``), weight
   ``model.part.loss_weight`` beside SDM and ID (the ``partlevel`` row is the
@@ -30,7 +31,8 @@ or equations are public; everything below is **the kit's reading**:
   model.part.embedding_weight`` (0: parts trained, not scored).
 
 The commonality of every part is logged each logged step (``common_0``,
-...), so the training log shows which parts are common. What is not in the
+..., and the negatives' mean part similarity before normalising,
+``negsim_0``, ...), so the training log shows which parts are common. What is not in the
 reading: no part supervision anywhere (the part maps of SynthPEDES are read
 only by :func:`query_part_iou`, to measure whether parts emerged), no
 diversity loss between queries, one decoder layer. Taught in
@@ -48,7 +50,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tireid_lite.config import Config
-from tireid_lite.losses.ranking import commonality, part_margins, part_ranking_loss, part_similarities
+from tireid_lite.losses.ranking import (
+    commonality,
+    negative_mean,
+    part_margins,
+    part_ranking_loss,
+    part_similarities,
+)
 from tireid_lite.models.head import Encoded, Head, HeadContext
 
 
@@ -101,6 +109,7 @@ class PartHead(Head):
         heads: int = 1,
         margin: float = 0.2,
         margin_mode: str = "commonality",
+        commonality: str = "minmax",
         negatives: str = "hardest",
         weight: float = 1.0,
         embedding_weight: float = 1.0,
@@ -108,6 +117,7 @@ class PartHead(Head):
         super().__init__()
         self.decoder = PartDecoder(dim, num_parts, heads)
         self.margin, self.margin_mode, self.negatives = float(margin), margin_mode, negatives
+        self.commonality = commonality
         self.loss_weights = {"part": float(weight)}
         self.embedding = "parts" if embedding_weight > 0 else None
         self.embedding_weight = float(embedding_weight)
@@ -119,7 +129,8 @@ class PartHead(Head):
         if p.loss_weight <= 0:
             return None
         return cls(ctx.dim, p.num_parts, heads=p.heads, margin=p.margin, margin_mode=p.margin_mode,
-                   negatives=p.negatives, weight=p.loss_weight, embedding_weight=p.embedding_weight)
+                   commonality=p.commonality, negatives=p.negatives, weight=p.loss_weight,
+                   embedding_weight=p.embedding_weight)
 
     @property
     def num_parts(self) -> int:
@@ -164,12 +175,14 @@ class PartHead(Head):
         image_parts, _ = self.image_parts(enc.image_tokens)  # (B, K, D)
         text_parts, _ = self.text_parts(model, enc.text_tokens, batch["caption_ids"])  # (B, K, D)
         sims = part_similarities(text_parts, image_parts)  # (K, B, B)
-        common = commonality(sims, pids)  # (K,)
+        common = commonality(sims, pids, self.commonality)  # (K,)
         margins = part_margins(common, self.margin, self.margin_mode)
         per_part = part_ranking_loss(sims, pids, margins, self.negatives)  # (K,)
+        negative = negative_mean(sims, pids)  # (K,)
         out = {"part": per_part.mean()}
         for k in range(self.num_parts):
             out[f"common_{k}"] = common[k]
+            out[f"negsim_{k}"] = negative[k]
         return out
 
 
