@@ -86,7 +86,7 @@ class PartConfig:
     margin: float = 0.2  # m of the ranking loss
     margin_mode: str = "commonality"  # commonality (m_k = m (1 - c_k)) | fixed (m_k = m, the ablation)
     commonality: str = "minmax"  # c_k from the negatives' mean part similarity: minmax across parts | absolute
-    negatives: str = "hardest"  # hardest | semihard negative per anchor
+    negatives: str = "semihard"  # semihard (FaceNet) | hardest negative per anchor (collapses from a fresh decoder)
     embedding_weight: float = 1.0  # weight of the mean part similarity in the retrieval score; 0 = global only
 
 

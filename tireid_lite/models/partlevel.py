@@ -20,8 +20,9 @@ or equations are public; everything below is **the kit's reading**:
   similarities s_k, the commonality c_k (mean of s_k over the batch's
   negative pairs, detached, min-max normalised across the parts:
   ``model.part.commonality``; why not the absolute mean, see that module), margin m (1 - c_k)
-  (``model.part.margin_mode=commonality``) or m (``fixed``), hardest or
-  semi-hard negatives (``model.part.negatives``), weight
+  (``model.part.margin_mode=commonality``) or m (``fixed``), semi-hard
+  negatives by default or the hardest (``model.part.negatives``; with the
+  hardest negative a fresh decoder collapses, see that module), weight
   ``model.part.loss_weight`` beside SDM and ID (the ``partlevel`` row is the
   baseline plus this head);
 * retrieval: the part embeddings, each normalised, side by side and divided
@@ -110,7 +111,7 @@ class PartHead(Head):
         margin: float = 0.2,
         margin_mode: str = "commonality",
         commonality: str = "minmax",
-        negatives: str = "hardest",
+        negatives: str = "semihard",
         weight: float = 1.0,
         embedding_weight: float = 1.0,
     ) -> None:
