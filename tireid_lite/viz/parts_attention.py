@@ -69,15 +69,16 @@ def plot_iou_matrix(iou: np.ndarray, chance: np.ndarray, classes: Sequence[str],
     return fig
 
 
-def plot_commonality(logs: dict[str, pd.DataFrame], num_parts: int, *, title: str = ""):
-    """Each part's commonality ``common_k`` over training steps, one panel per run (``logs``: name -> log)."""
+def plot_commonality(logs: dict[str, pd.DataFrame], num_parts: int, *, column: str = "common",
+                     ylabel: str = "commonality c_k", title: str = ""):
+    """Each part's logged ``<column>_k`` over training steps, one panel per run (``logs``: name -> log)."""
     fig, axes = plt.subplots(1, len(logs), figsize=(4.6 * len(logs), 3.2), sharey=True, squeeze=False)
     for ax, (name, log) in zip(axes[0], logs.items()):
         for k in range(num_parts):
-            ax.plot(log["step"], log[f"common_{k}"], marker=".", label=f"query {k}")
+            ax.plot(log["step"], log[f"{column}_{k}"], marker=".", label=f"query {k}")
         ax.set_xlabel("training step")
         ax.set_title(name, fontsize=9)
-    axes[0, 0].set_ylabel("commonality c_k")
+    axes[0, 0].set_ylabel(ylabel)
     axes[0, -1].legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
