@@ -302,6 +302,8 @@ top_words = pd.DataFrame({f"query {k}": [f"{w} {v:.1f}" for w, v in zip(
     trained.tokenizer.convert_ids_to_tokens(tokens[np.argsort(-lifts[:, k])[:8]].tolist()),
     np.sort(lifts[:, k])[::-1][:8])] for k in range(num_parts)})
 print(top_words.to_string(index=False))
+max_word_lift = float(lifts.max())
+print(f"largest lift of any word for any query: {max_word_lift:.2f} (a query that reads every word alike: 1.00)")
 
 # %% [markdown]
 # ## 5. Which parts are common, and does that match the generator?
@@ -465,6 +467,7 @@ r1 = runs.groupby("arm")["R1"].mean()
 save_metrics(output_dir, {
     "num_parts": num_parts,
     "best_iou_over_chance": best_iou_over_chance,
+    "max_word_lift": max_word_lift,
     "commonality_spread": float(mu_end.max() - mu_end.min()),
     "R1_global": float(r1["global only"]),
     "R1_parts_fixed": float(r1["+ parts, fixed margin"]),

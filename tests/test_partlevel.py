@@ -248,3 +248,11 @@ def test_a_disconnected_decoder_loses_the_query_part_structure():
     uniform = np.full((20, 3, 6), 1 / 6) + rng.uniform(0, 1e-3, (20, 3, 6))
     iou_u, chance_u = query_part_iou(uniform, labels, 4, mass=0.9)
     assert (iou_u - chance_u).max() < 0.05
+
+
+def test_a_query_that_reads_every_word_alike_has_lift_one():
+    """The golden's word-lift value: a decoder that ignores the words (uniform attention) gives exactly 1."""
+    ids = np.array([[1, 5, 6, 7, 0], [1, 6, 5, 0, 0]])
+    att = np.array([[[0, 1 / 3, 1 / 3, 1 / 3, 0]] * 2, [[0, 0.5, 0.5, 0, 0]] * 2])  # (B, K=2, L)
+    for values in word_attention(att, ids, min_count=1).values():
+        np.testing.assert_allclose(values, [1.0, 1.0])
