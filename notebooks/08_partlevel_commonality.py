@@ -476,7 +476,7 @@ save_metrics(output_dir, {
     "partner_share_commonality": 100 * probe["+ parts, commonality margin"],
     "num_seeds": len(seeds),
 })
-print(f"metrics written to {output_dir / 'metrics.json'}")
+print(f"metrics written to metrics.json in the output folder {output_dir.name!r}")
 
 # %% [markdown]
 # ## Summary
