@@ -214,7 +214,7 @@ def test_what_a_method_needs_is_asked_of_its_heads():
 
 
 def test_only_methods_that_exist_are_offered():
-    assert list(methods.METHODS) == ["baseline", "irra", "bilma", "kpdm"]
+    assert list(methods.METHODS) == ["baseline", "irra", "bilma", "kpdm", "partlevel"]
     with pytest.raises(ConfigError, match="'model.method' is 'cada'; it must be one of baseline, irra, bilma, kpdm"):
         methods.method_heads("cada")
     with pytest.raises(SystemExit):
