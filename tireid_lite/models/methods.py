@@ -14,6 +14,8 @@ kpdm       ID + RDE's TAL on global and token-selection embeddings + masked
            words over the kept patches with FMLM (KPDM, the kit's reading)
 cada       ID + CADA's global loss + ATP (association decoder, ITM with hard
            negatives, local ITM, top-k re-ranking) + ARA (masked attributes)
+partlevel  SDM + ID + K part queries with the commonality-based margin ranking
+           loss (Park et al., the kit's reading)
 =========  ==================================================================
 
 Taught in ``02_baseline_irra``.
@@ -28,6 +30,7 @@ from tireid_lite.models.cada import AssociationHead, AttributeHead, CADAGlobalHe
 from tireid_lite.models.head import Head
 from tireid_lite.models.irra import IdentityHead, MaskedLanguageHead, SDMHead
 from tireid_lite.models.kpdm import AlignmentHead, KPDMLanguageHead
+from tireid_lite.models.partlevel import PartHead
 
 METHODS: dict[str, tuple[type[Head], ...]] = {
     "baseline": (SDMHead, IdentityHead),
@@ -35,6 +38,7 @@ METHODS: dict[str, tuple[type[Head], ...]] = {
     "bilma": (SDMHead, IdentityHead, MaskedLanguageHead, MaskedImageHead),
     "kpdm": (IdentityHead, AlignmentHead, KPDMLanguageHead),
     "cada": (CADAGlobalHead, IdentityHead, AssociationHead, AttributeHead),
+    "partlevel": (SDMHead, IdentityHead, PartHead),
 }
 
 

@@ -24,10 +24,14 @@ HEAD_NOTES: dict[str, tuple[str, str]] = {
     "mim": ("masked patches read from the caption", "MIM (BiLMa)"),
     "tal": ("global + token-selection\nembeddings", "TAL (RDE)"),
     "kpdm_mlm": ("masked key phrases from\nthe kept patches", "FMLM (KPDM)"),
+    "global": ("SDM + reverse KL + identity CE", "global (CADA)"),
+    "atp": ("token-patch association, ITM, re-ranking", "ATP (CADA)"),
+    "ara": ("masked attributes read from the image", "ARA (CADA)"),
+    "part": ("K part queries, commonality margins", "parts (Park et al.)"),
 }
 
 
-CROSS_HEADS = ("mlm", "mim", "kpdm_mlm")  # heads that go through the cross-modal module
+CROSS_HEADS = ("mlm", "mim", "kpdm_mlm", "atp", "ara", "part")  # heads that go through the cross-modal module
 
 
 def _box(ax, x, y, w, h, text, colour, bold=False):
