@@ -18,7 +18,7 @@ from tireid_lite.losses.ranking import (
     part_similarities,
 )
 from tireid_lite.models.methods import method_heads
-from tireid_lite.models.partlevel import PartHead, attention_masks, flatten_parts, query_part_iou, word_attention
+from tireid_lite.models.partlevel import attention_masks, flatten_parts, query_part_iou, word_attention
 from tireid_lite.models.scorer import Scorer, View
 
 

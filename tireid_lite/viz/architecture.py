@@ -50,7 +50,7 @@ def plot_architecture(method_heads: Mapping[str, Sequence[str]], highlight: str 
         raise ValueError(f"highlight={highlight!r} is not one of the methods {list(method_heads)}")
     heads = list(dict.fromkeys(name for names in method_heads.values() for name in names))
     heads.sort(key=lambda name: name in CROSS_HEADS)  # heads on the global features first, then cross-modal ones
-    fig, (ax, table) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1.8, 1]})
+    fig, (ax, table) = plt.subplots(1, 2, figsize=(13, max(4.4, 0.55 * len(heads))), gridspec_kw={"width_ratios": [1.8, 1]})
     ax.set_xlim(0, 10)
     ax.set_ylim(0, 6)
     ax.axis("off")
