@@ -214,11 +214,11 @@ def test_what_a_method_needs_is_asked_of_its_heads():
 
 
 def test_only_methods_that_exist_are_offered():
-    assert list(methods.METHODS) == ["baseline", "irra", "bilma", "kpdm"]
-    with pytest.raises(ConfigError, match="'model.method' is 'cada'; it must be one of baseline, irra, bilma, kpdm"):
-        methods.method_heads("cada")
+    assert list(methods.METHODS) == ["baseline", "irra", "bilma", "kpdm", "cada", "partlevel"]
+    with pytest.raises(ConfigError, match="'model.method' is 'parts'; it must be one of baseline, irra, bilma, kpdm, cada, partlevel"):
+        methods.method_heads("parts")
     with pytest.raises(SystemExit):
-        cli.main(["train", "--method", "cada", "--out", "unused"])
+        cli.main(["train", "--method", "parts", "--out", "unused"])
 
 
 def test_a_partitioner_needs_a_method_whose_losses_read_pair_weights():

@@ -90,8 +90,8 @@ def test_parameter_groups_speed_up_new_modules_and_skip_decay_on_biases():
 def test_unknown_method_is_a_clear_error():
     from tireid_lite.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"config key 'model.method' is 'partlevel'; it must be one of baseline, irra"):
-        _setup("partlevel")
+    with pytest.raises(ConfigError, match=r"config key 'model.method' is 'parts'; it must be one of baseline, irra"):
+        _setup("parts")
 
 
 @pytest.mark.parametrize("image_pool,text_pool", [("cls", "eot"), ("mean", "mean")])

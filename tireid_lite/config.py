@@ -76,6 +76,38 @@ class BiLMaConfig:
 
 
 @dataclass
+class CADAConfig:
+    """``model.cada.*``: CADA's parts (notebook 07; the gate and the attribute masking are the kit's reading)."""
+
+    global_loss: str = "cada"  # cada (SDM + reverse KL + identity CE) | sdm (IRRA's)
+    itm_weight: float = 1.0  # ATP: ITM on the association decoder, with hard negatives; 0 = off (no re-ranking)
+    gate: bool = True  # ATP's adaptive gate from each token's attention; false = CADA's public code
+    local_itm: bool = True  # local ITM over groups of text tokens beside the global one
+    local_groups: int = 2  # groups of caption tokens in the local ITM (CADA: 2)
+    depth: int = 1  # layers of the association decoder (CADA: BERT's 12 with cross-attention)
+    ara_weight: float = 0.1  # ARA: masked attributes predicted from the image; 0 = off
+    ara_mode: str = "word"  # word (each attribute word with ara_word_prob) | phrase (each key phrase with ara_phrase_prob)
+    ara_word_prob: float = 0.4  # CADA's word mode
+    ara_phrase_prob: float = 0.8  # CADA's phrase mode
+    rerank_k: int = 32  # top-k of the global similarity re-scored by ITM (CADA: 32); notebooks pass it to evaluate
+
+
+@dataclass
+class PartConfig:
+    """``model.part.*``: part queries and the commonality-based margin ranking loss (notebook 08; the
+    kit's reading of Park et al., ACCV 2024, see PAPERS.md), each switchable."""
+
+    num_parts: int = 4  # K learnable part queries of the shared decoder (the paper's range: 4-8)
+    heads: int = 1  # attention heads of the decoder's cross-attention (1: one attention map per part)
+    loss_weight: float = 1.0  # weight of the part ranking loss; 0 switches the part head off
+    margin: float = 0.2  # m of the ranking loss
+    margin_mode: str = "commonality"  # commonality (m_k = m (1 - c_k)) | fixed (m_k = m, the ablation)
+    commonality: str = "minmax"  # c_k from the negatives' mean part similarity: minmax across parts | absolute
+    negatives: str = "semihard"  # semihard (FaceNet) | hardest negative per anchor (collapses from a fresh decoder)
+    embedding_weight: float = 1.0  # weight of the mean part similarity in the retrieval score; 0 = global only
+
+
+@dataclass
 class ModelConfig:
     method: str = "irra"  # a row of the methods table (tireid_lite.models.methods.METHODS)
     pretrained_dir: str = ""  # local CLIP checkpoint (gpu profile); "" = tiny towers built here
@@ -101,6 +133,8 @@ class ModelConfig:
     cross_heads: int = 4
     kpdm: KPDMConfig = field(default_factory=KPDMConfig)
     bilma: BiLMaConfig = field(default_factory=BiLMaConfig)
+    cada: CADAConfig = field(default_factory=CADAConfig)
+    part: PartConfig = field(default_factory=PartConfig)
 
 
 @dataclass
@@ -227,7 +261,7 @@ def _update(obj, values: dict[str, Any], prefix: str = "") -> None:
 
 def validate(cfg: Config) -> Config:
     """Check values that types alone do not catch; raise one clear error naming the key."""
-    kpdm, bilma = cfg.model.kpdm, cfg.model.bilma
+    kpdm, bilma, cada, part = cfg.model.kpdm, cfg.model.bilma, cfg.model.cada, cfg.model.part
     _raise_first_failed(cfg, [  # sizes first: the checks below divide by some of them
         ("model.patch_size", cfg.model.patch_size >= 1, "a positive number of pixels, e.g. 8"),
         ("model.image_width", cfg.model.image_width >= 1, "a positive width, e.g. 64"),
@@ -268,6 +302,24 @@ def validate(cfg: Config) -> Config:
         ("model.bilma.mim_ratio", 0.0 < bilma.mim_ratio <= 1.0, "a number in (0, 1]"),
         ("model.bilma.mim_loss_weight", bilma.mim_loss_weight >= 0, "0 or more"),
         ("model.bilma.mim_target", bilma.mim_target in ("semantic", "rgb", "pixels"), "semantic, rgb or pixels"),
+        ("model.cada.global_loss", cada.global_loss in ("cada", "sdm"), "cada or sdm"),
+        ("model.cada.itm_weight", cada.itm_weight >= 0, "0 (ATP off) or more"),
+        ("model.cada.local_groups", cada.local_groups >= 1, "at least 1"),
+        ("model.cada.depth", cada.depth >= 1, "at least 1"),
+        ("model.cada.ara_weight", cada.ara_weight >= 0, "0 (ARA off) or more"),
+        ("model.cada.ara_mode", cada.ara_mode in ("word", "phrase"), "word or phrase"),
+        ("model.cada.ara_word_prob", 0.0 < cada.ara_word_prob <= 1.0, "a number in (0, 1]"),
+        ("model.cada.ara_phrase_prob", 0.0 < cada.ara_phrase_prob <= 1.0, "a number in (0, 1]"),
+        ("model.cada.rerank_k", cada.rerank_k >= 1, "a positive number of gallery items (CADA: 32)"),
+        ("model.part.num_parts", part.num_parts >= 1, "at least 1 (the paper uses 4-8)"),
+        ("model.part.heads", part.heads >= 1 and cfg.model.embed_dim % part.heads == 0,
+         f"at least 1 and a divisor of model.embed_dim ({cfg.model.embed_dim})"),
+        ("model.part.loss_weight", part.loss_weight >= 0, "0 (part head off) or more"),
+        ("model.part.margin", part.margin >= 0, "0 or more"),
+        ("model.part.margin_mode", part.margin_mode in ("commonality", "fixed"), "commonality or fixed"),
+        ("model.part.negatives", part.negatives in ("hardest", "semihard"), "hardest or semihard"),
+        ("model.part.commonality", part.commonality in ("minmax", "absolute"), "minmax or absolute"),
+        ("model.part.embedding_weight", part.embedding_weight >= 0, "0 (global score only) or more"),
         ("train.partitioner", cfg.train.partitioner in ("none", "ccd", "tcp"), "none, ccd or tcp"),
         ("train.partition_warmup_epochs", cfg.train.partition_warmup_epochs >= 0, "0 or more"),
         ("train.amp", cfg.train.amp in ("auto", "bf16", "off"), "auto, bf16 or off"),

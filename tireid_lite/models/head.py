@@ -96,6 +96,7 @@ class Head(nn.Module, metaclass=ABCMeta):
     wants_attention: bool = False  # the towers must return their attention maps (training and encoding)
     embedding: str | None = None  # the name of the retrieval embedding it adds, if any
     embedding_weight: float = 1.0  # that embedding's weight in the scorer's similarity
+    embedding_dim: int | None = None  # that embedding's width; None: the towers' joint width D
 
     def __init__(self) -> None:
         super().__init__()

@@ -12,6 +12,10 @@ irra       + masked words through the cross-modal module (IRRA)
 bilma      + masked patches predicted from the caption (BiLMa's SemMIM)
 kpdm       ID + RDE's TAL on global and token-selection embeddings + masked
            words over the kept patches with FMLM (KPDM, the kit's reading)
+cada       ID + CADA's global loss + ATP (association decoder, ITM with hard
+           negatives, local ITM, top-k re-ranking) + ARA (masked attributes)
+partlevel  SDM + ID + K part queries with the commonality-based margin ranking
+           loss (Park et al., the kit's reading)
 =========  ==================================================================
 
 Taught in ``02_baseline_irra``.
@@ -22,15 +26,19 @@ from __future__ import annotations
 from tireid_lite.config import Config
 from tireid_lite.errors import ConfigError
 from tireid_lite.models.bilma import MaskedImageHead
+from tireid_lite.models.cada import AssociationHead, AttributeHead, CADAGlobalHead
 from tireid_lite.models.head import Head
 from tireid_lite.models.irra import IdentityHead, MaskedLanguageHead, SDMHead
 from tireid_lite.models.kpdm import AlignmentHead, KPDMLanguageHead
+from tireid_lite.models.partlevel import PartHead
 
 METHODS: dict[str, tuple[type[Head], ...]] = {
     "baseline": (SDMHead, IdentityHead),
     "irra": (SDMHead, IdentityHead, MaskedLanguageHead),
     "bilma": (SDMHead, IdentityHead, MaskedLanguageHead, MaskedImageHead),
     "kpdm": (IdentityHead, AlignmentHead, KPDMLanguageHead),
+    "cada": (CADAGlobalHead, IdentityHead, AssociationHead, AttributeHead),
+    "partlevel": (SDMHead, IdentityHead, PartHead),
 }
 
 

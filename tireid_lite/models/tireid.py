@@ -68,7 +68,7 @@ class TIReIDModel(nn.Module):
         self.wants_attention = any(head.wants_attention for head in heads)  # towers return attention maps
         self.embedding_heads = [head for head in heads if head.embedding]
         dim = self.image_tower.out_dim
-        self.scorer = Scorer([View("global", dim), *(View(h.embedding, dim, h.embedding_weight)
+        self.scorer = Scorer([View("global", dim), *(View(h.embedding, h.embedding_dim or dim, h.embedding_weight)
                                                      for h in self.embedding_heads)])
         rerankers = [head for head in heads if head.offers_rerank()]
         if len(rerankers) > 1:

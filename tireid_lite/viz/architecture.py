@@ -24,10 +24,14 @@ HEAD_NOTES: dict[str, tuple[str, str]] = {
     "mim": ("masked patches read from the caption", "MIM (BiLMa)"),
     "tal": ("global + token-selection\nembeddings", "TAL (RDE)"),
     "kpdm_mlm": ("masked key phrases from\nthe kept patches", "FMLM (KPDM)"),
+    "global": ("SDM + reverse KL + identity CE", "global (CADA)"),
+    "atp": ("token-patch association, ITM, re-ranking", "ATP (CADA)"),
+    "ara": ("masked attributes read from the image", "ARA (CADA)"),
+    "part": ("K part queries, commonality margins", "parts (Park et al.)"),
 }
 
 
-CROSS_HEADS = ("mlm", "mim", "kpdm_mlm")  # heads that go through the cross-modal module
+CROSS_HEADS = ("mlm", "mim", "kpdm_mlm", "atp", "ara", "part")  # heads that go through the cross-modal module
 
 
 def _box(ax, x, y, w, h, text, colour, bold=False):
@@ -46,7 +50,7 @@ def plot_architecture(method_heads: Mapping[str, Sequence[str]], highlight: str 
         raise ValueError(f"highlight={highlight!r} is not one of the methods {list(method_heads)}")
     heads = list(dict.fromkeys(name for names in method_heads.values() for name in names))
     heads.sort(key=lambda name: name in CROSS_HEADS)  # heads on the global features first, then cross-modal ones
-    fig, (ax, table) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1.8, 1]})
+    fig, (ax, table) = plt.subplots(1, 2, figsize=(13, max(4.4, 0.55 * len(heads))), gridspec_kw={"width_ratios": [1.8, 1]})
     ax.set_xlim(0, 10)
     ax.set_ylim(0, 6)
     ax.axis("off")
