@@ -54,7 +54,7 @@ from tireid_lite.eval.metrics import per_query_metrics
 from tireid_lite.eval.retrieval import score_split
 from tireid_lite.eval.statistics import paired_difference
 from tireid_lite.losses.ranking import commonality, negative_mean, part_margins, part_ranking_loss, part_similarities
-from tireid_lite.models.partlevel import flatten_parts, query_part_iou, word_attention
+from tireid_lite.models.partlevel import query_part_iou, word_attention
 from tireid_lite.notebook import (
     ablation_overrides,
     mean_std_table,
