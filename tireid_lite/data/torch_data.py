@@ -16,13 +16,17 @@ is drawn (so a seeded ``DataLoader`` and its workers reproduce it) and feeds a
 ``numpy.random.Generator`` that decides the flip and is handed to ``caption_hook``, so
 masks are re-drawn every time. The flip is decided here, not in the transform, because a
 flipped image needs its caption mirrored (see :mod:`tireid_lite.data.transforms`).
+
+With ``cache_images`` and the kit's own train transform, :meth:`TrainPairsDataset.load_batch`
+builds a whole batch at once (:mod:`tireid_lite.data.batched`) with the same per-item draws,
+so it equals the collated items; the training loader uses it when it applies.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +41,7 @@ from tireid_lite.errors import ConfigError, DatasetError
 from tireid_lite.text.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
+    from tireid_lite.data.batched import InMemoryBatches
     from tireid_lite.data.patch_labels import ParsingMaps
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
@@ -113,6 +118,19 @@ class TrainPairsDataset(Dataset):
         self._image_cache: dict[str, Image.Image] | None = {} if cache_images else None
         self.part_maps = part_maps
         self._part_cache: dict[str, np.ndarray] | None = {} if cache_images else None
+        self._batches: tuple[object, InMemoryBatches | None] | None = None  # (for which transform, loader)
+
+    def load_batch(self, indices: Sequence[int], seeds: Sequence[int]) -> dict[str, torch.Tensor] | None:
+        """The collated batch of items ``indices``, item ``k`` drawn as ``self[indices[k]]`` is after
+        ``torch.manual_seed(seeds[k])``, built as whole-batch tensor operations
+        (:class:`~tireid_lite.data.batched.InMemoryBatches`); ``None`` where only the per-item
+        path applies (images not cached, or a transform other than the kit's recipe)."""
+        if self._batches is None or self._batches[0] is not self.transform:
+            from tireid_lite.data.batched import InMemoryBatches
+
+            self._batches = (self.transform, InMemoryBatches.for_dataset(self))
+        batches = self._batches[1]
+        return None if batches is None else batches.batch(indices, seeds)
 
     def _image(self, path: str) -> Image.Image:
         if self._image_cache is None:

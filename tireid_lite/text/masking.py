@@ -112,6 +112,24 @@ class RandomTokenMasking:
         """Mask one tokenised caption ``ids`` (L,); ``caption`` is unused by this strategy."""
         original = _checked_ids(ids, self.vocab_size)  # (L,)
         ordinary_pos = np.flatnonzero(~np.isin(original, self.special_ids))  # (N,)
+        masked_ids, labels = self._mask(original, ordinary_pos, rng)
+        return _as_tensors(masked_ids, labels, ids)
+
+    def mask_batch(self, captions: Sequence[str], ids: Tensor, rngs: Sequence[np.random.Generator]) -> dict[str, Tensor]:
+        """Mask a batch ``ids`` (B, L), row ``b`` with its own generator ``rngs[b]``: row ``b`` of the
+        result equals ``self(captions[b], ids[b], rngs[b])`` (the same draws in the same order), with
+        the checks and the special-token lookup done once for the batch."""
+        if ids.dim() != 2 or len(rngs) != ids.shape[0]:
+            raise ValueError(f"ids must be (B, L) with one generator per row; got {tuple(ids.shape)} and {len(rngs)}")
+        original = _checked_ids(ids, self.vocab_size, ndim=2)  # (B, L)
+        is_ordinary = ~np.isin(original, self.special_ids)  # (B, L)
+        rows = [self._mask(original[b], np.flatnonzero(is_ordinary[b]), rng) for b, rng in enumerate(rngs)]
+        masked_ids = np.stack([m for m, _ in rows]) if rows else original.copy()  # (B, L)
+        labels = np.stack([lab for _, lab in rows]) if rows else np.full_like(original, IGNORE_INDEX)  # (B, L)
+        return _as_tensors(masked_ids, labels, ids)
+
+    def _mask(self, original: np.ndarray, ordinary_pos: np.ndarray, rng: np.random.Generator):
+        """Choose among ``ordinary_pos`` (N,) of ``original`` (L,) and replace: (masked ids, labels)."""
         chosen = ordinary_pos[rng.random(ordinary_pos.size) < self.prob]  # (K,)
         if chosen.size == 0 and ordinary_pos.size > 0:
             forced = rng.choice(ordinary_pos, size=1)  # (1,)
@@ -119,9 +137,8 @@ class RandomTokenMasking:
             labels = np.full_like(original, IGNORE_INDEX)  # (L,)
             masked_ids[forced] = self.mask_token_id
             labels[forced] = original[forced]
-        else:
-            masked_ids, labels = self._replace(original, chosen, rng)
-        return _as_tensors(masked_ids, labels, ids)
+            return masked_ids, labels
+        return self._replace(original, chosen, rng)
 
     def _replace(self, original: np.ndarray, chosen: np.ndarray, rng: np.random.Generator):
         """BERT's 80/10/10 rule at the ``chosen`` positions of ``original`` (L,): (masked ids, labels)."""
@@ -136,11 +153,12 @@ class RandomTokenMasking:
         return masked_ids, labels
 
 
-def _checked_ids(ids: Tensor, vocab_size: int) -> np.ndarray:
-    """``ids`` (L,) as an int64 numpy array, after checking its shape, dtype and range."""
-    if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+def _checked_ids(ids: Tensor, vocab_size: int, ndim: int = 1) -> np.ndarray:
+    """``ids`` (L,) (or (B, L) with ``ndim=2``) as an int64 numpy array, after checking its shape, dtype and range."""
+    if ids.dim() != ndim or ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        shape = "(L,)" if ndim == 1 else "(B, L)"
         raise ValueError(
-            f"ids must be a (L,) integer tensor of token ids, got shape {tuple(ids.shape)} "
+            f"ids must be a {shape} integer tensor of token ids, got shape {tuple(ids.shape)} "
             f"and dtype {ids.dtype}"
         )
     original = ids.detach().cpu().numpy().astype(np.int64)  # (L,)

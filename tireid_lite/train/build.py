@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from tireid_lite.checkpoint import STREAM_BATCH_ORDER, STREAM_ITEM, derive_seed
 from tireid_lite.config import Config
@@ -59,6 +59,25 @@ class SeededItems(Dataset):
         with torch.random.fork_rng(devices=[]):  # the CPU generator is restored afterwards
             torch.default_generator.manual_seed(derive_seed(self.seed, epoch, STREAM_ITEM, index))
             return self.base[index]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        """A whole batch: collated at once by the base's ``load_batch`` where it has one that applies
+        (in-memory images, see :mod:`tireid_lite.data.batched`), else the items one by one."""
+        load_batch = getattr(self.base, "load_batch", None)
+        if load_batch is not None:
+            seeds = [derive_seed(self.seed, epoch, STREAM_ITEM, index) for epoch, index in keys]
+            batch = load_batch([index for _, index in keys], seeds)
+            if batch is not None:
+                return batch
+        return [self[key] for key in keys]
+
+
+def collate_items(items: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The training loader's collate: a batch already collated by ``load_batch`` passes, a list of items
+    is stacked by torch's default collate."""
+    if isinstance(items, dict):
+        return items
+    return default_collate(items)
 
 
 class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -176,6 +195,7 @@ def build_train_loader(
     return DataLoader(
         SeededItems(train_set, cfg.train.seed),
         batch_sampler=batches,
+        collate_fn=collate_items,
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
