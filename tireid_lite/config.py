@@ -155,6 +155,7 @@ class TrainConfig:
     threads: int = 0  # torch threads on CPU; 0 = leave torch's default
     partitioner: str = "none"  # noisy pairs: none | ccd (RDE) | tcp (KPDM, the kit's reading)
     partition_warmup_epochs: int = 1  # epochs trained on every pair before the first partition
+    compile: bool = False  # torch.compile the training forward (same losses up to float rounding; see train/compiled.py)
 
 
 @dataclass

@@ -52,6 +52,8 @@ def mlm_loss(
     token id 0 can be an ordinary token. Taught in ``02_baseline_irra``.
     """
     _check_logits_labels(logits, labels)
+    if torch.compiler.is_compiling():
+        return _mlm_loss_dense(logits, labels, ignore_index, weights)
     vocab_size = logits.shape[-1]
     masked = labels != ignore_index  # (B, L)
     targets = labels[masked]  # (M,)
@@ -71,6 +73,18 @@ def mlm_loss(
         token_weights = weights[masked].to(ce.dtype)  # (M,)
         if bool((token_weights < 0).any()):
             raise ValueError("weights must be non-negative at masked positions; clip them to >= 0")
+    total_weight = token_weights.sum().clamp_min(torch.finfo(ce.dtype).tiny)
+    return (token_weights * ce).sum() / total_weight
+
+
+def _mlm_loss_dense(logits: Tensor, labels: Tensor, ignore_index: int, weights: Tensor | None) -> Tensor:
+    """:func:`mlm_loss` without selecting the masked positions (no data-dependent shape, so
+    ``torch.compile`` keeps one graph): every position's cross-entropy, weighted by 0 where not
+    masked. The same value up to float rounding; the input checks are left to eager calls."""
+    masked = labels != ignore_index  # (B, L)
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=ignore_index,
+                         reduction="none").view_as(labels)  # (B, L), 0 where not masked
+    token_weights = masked.to(ce.dtype) if weights is None else weights.to(ce.dtype) * masked  # (B, L)
     total_weight = token_weights.sum().clamp_min(torch.finfo(ce.dtype).tiny)
     return (token_weights * ce).sum() / total_weight
 

@@ -92,6 +92,8 @@ class TextTower(nn.Module):
             )
         tokens = self.proj(out.last_hidden_state)  # (B, used, W) -> (B, used, out_dim)
         tokens = F.pad(tokens, (0, 0, 0, length - used))  # (B, L, out_dim)
+        if torch.compiler.is_compiling():  # untrimmed: zero the columns past the last real one, as trimming does
+            tokens = tokens * _used_columns(attention_mask)[None, :, None].to(tokens.dtype)
         attentions = None
         if return_attention:
             pad = (0, length - used, 0, length - used)
@@ -113,6 +115,8 @@ class TextTower(nn.Module):
             )
         if ids.numel() == 0:
             raise ValueError("ids are empty; give at least one token per caption")
+        if torch.compiler.is_compiling():
+            return  # the range check reads values (a graph break); a compiled step was checked eagerly first
         low, high = (int(value) for value in torch.aminmax(ids))
         if low < 0 or high >= self.vocab_size:
             raise ValueError(
@@ -126,10 +130,20 @@ def used_length(attention_mask: Tensor) -> int:
 
     Columns after it are padding in every row; no real token attends to them
     (they are masked as keys, and a causal model never looks ahead), so the
-    tower skips them and returns zeros there. At least 1.
+    tower skips them and returns zeros there. At least 1. Inside ``torch.compile`` the full
+    length (no trimming: the same tokens up to float rounding, without a data-dependent shape).
     """
+    if torch.compiler.is_compiling():
+        return attention_mask.shape[1]
     real_columns = torch.nonzero(attention_mask.bool().any(dim=0))  # (n, 1)
     return int(real_columns.max()) + 1 if real_columns.numel() else 1
+
+
+def _used_columns(attention_mask: Tensor) -> Tensor:
+    """(L,) bool: True up to and including the last column of ``attention_mask`` (B, L) holding a real
+    token in any row (the columns :func:`used_length` keeps), without a data-dependent shape."""
+    real = attention_mask.bool().any(dim=0)  # (L,)
+    return real.flip(0).cummax(dim=0).values.flip(0)
 
 
 def pool_at(tokens: Tensor, ids: Tensor, eot_id: int) -> Tensor:
@@ -142,7 +156,7 @@ def pool_at(tokens: Tensor, ids: Tensor, eot_id: int) -> Tensor:
         raise ValueError(f"tokens (B, L, D) and ids (B, L) disagree: {tuple(tokens.shape)} vs {tuple(ids.shape)}")
     is_eot = ids == eot_id  # (B, L)
     has_eot = is_eot.any(dim=1)  # (B,)
-    if not bool(has_eot.all()):
+    if not torch.compiler.is_compiling() and not bool(has_eot.all()):
         rows = torch.nonzero(~has_eot).flatten().tolist()
         raise ValueError(
             f"rows {rows[:8]} of ids have no end token {eot_id}; "

@@ -78,6 +78,7 @@ from tireid_lite.models import build_model
 from tireid_lite.progress import progress
 from tireid_lite.text.tokenizers import tokenizer_files, tokenizer_from_files
 from tireid_lite.train.build import build_train_loader, build_training_data, set_loader_epoch
+from tireid_lite.train.compiled import compiled_forward
 from tireid_lite.train.noise import NoisePartitioner
 from tireid_lite.train.run_files import append_log, copy_file, trim_log, write_json
 from tireid_lite.train.schedule import WarmupCosine
@@ -220,6 +221,7 @@ class Trainer:
                 find_unused_parameters=True,
             )
 
+        self.forward = compiled_forward(self.model) if cfg.train.compile else self.model  # the training forward
         self.loader = build_train_loader(
             data.train_set, cfg, rank=self.dist.rank, world_size=self.dist.world_size,
             pin_memory=self.device.type == "cuda",
@@ -439,7 +441,7 @@ class Trainer:
                 batch["pair_weights"] = self.pair_weights[batch["index"]]  # (B,)
             lr = cfg.train.lr * self.schedule(self.step)
             with self._autocast():
-                out = self.model(batch)
+                out = self.forward(batch)
             self.optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             grad_norm = None
