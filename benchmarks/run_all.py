@@ -248,6 +248,11 @@ def render_results_md(records: list[dict[str, Any]]) -> str:
         budget_cell = budget.get("text", "") + (f"<br>limits: {limits}" if limits else "")
         met = "yes" if record["met"] else "**no**"
         lines.append(f"| {record['name']} | {run} | {_escape(figures)} | {_escape(budget_cell)} | {met} |")
+    noted = [record for record in records if record.get("notes")]
+    if noted:
+        lines += ["", "## Notes", ""]
+        for record in noted:
+            lines += [f"- {record['name']}: {note}" for note in record["notes"]]
     return "\n".join(lines) + "\n"
 
 

@@ -180,3 +180,18 @@ def test_images_of_another_size_keep_the_per_item_path(cuhk_root):
     train_set = build_data(cfg).train_set
     assert InMemoryBatches.for_dataset(train_set) is None
     assert train_set.load_batch([0], [1]) is None
+
+
+def test_cached_gallery_gives_the_same_items_and_reads_each_file_once(tmp_path):
+    root = write_fixture("cuhk-pedes", tmp_path / "cuhk", ids_per_split={"train": 2, "val": 2, "test": 2},
+                         size=(32, 16))
+    cfg = _config("cuhk-pedes", root, (32, 16))
+    cached, plain = build_data(cfg, train=False), build_data(_config("cuhk-pedes", root, (32, 16),
+                                                                      "data.cache_images=false"), train=False)
+    gallery, reference = cached.gallery("test"), plain.gallery("test")
+    first = [gallery[i] for i in range(len(gallery))]
+    for i, item in enumerate(first):
+        assert all(torch.equal(item[k], reference[i][k]) for k in item)
+    for path in gallery.paths:
+        cached.dataset.image_path(path).unlink()  # in memory now: the files are no longer read
+    assert all(torch.equal(gallery[i]["images"], first[i]["images"]) for i in range(len(gallery)))

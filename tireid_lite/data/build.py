@@ -40,6 +40,7 @@ class Data:
     train_set: TrainPairsDataset | None = None
     noise: NoiseInjection | None = None
     train_identities: int = 0  # the first N training identities only (0 = all), as data.train_identities
+    cache_images: bool = False  # keep evaluation images in memory after their first use (data.cache_images)
     _eval_sets: dict[tuple[str, str], Dataset] = field(default_factory=dict, repr=False)
 
     @property
@@ -54,7 +55,8 @@ class Data:
         """Every image of ``split`` (test-time transform), in file order."""
         key = ("gallery", split)
         if key not in self._eval_sets:
-            self._eval_sets[key] = GalleryDataset(self.dataset, split, build_transforms(self.image_size, train=False))
+            self._eval_sets[key] = GalleryDataset(self.dataset, split, build_transforms(self.image_size, train=False),
+                                                  cache_images=self.cache_images)
         return self._eval_sets[key]
 
     def queries(self, split: str) -> QueryDataset:
@@ -116,7 +118,8 @@ def build_data(
     if tokenizer is None:
         tokenizer = build_tokenizer(cfg, dataset)
     size = (int(cfg.data.image_size[0]), int(cfg.data.image_size[1]))
-    data = Data(dataset=dataset, tokenizer=tokenizer, image_size=size, train_identities=cfg.data.train_identities)
+    data = Data(dataset=dataset, tokenizer=tokenizer, image_size=size, train_identities=cfg.data.train_identities,
+                cache_images=cfg.data.cache_images)
     if train:
         try:
             pairs = dataset.train_pairs(cfg.data.train_identities)

@@ -198,23 +198,36 @@ def training_captions(train_set: TrainPairsDataset) -> list[str]:
 
 
 class GalleryDataset(Dataset):
-    """Every image of an evaluation split, in file order: ``images``, ``pids``, ``image_ids``."""
+    """Every image of an evaluation split, in file order: ``images``, ``pids``, ``image_ids``.
 
-    def __init__(self, dataset: PedesDataset, split: str, transform: ImageTransform) -> None:
+    ``cache_images=True`` keeps each transformed image after its first use (the test transform
+    is deterministic), so evaluating every epoch decodes the split's images once.
+    """
+
+    def __init__(self, dataset: PedesDataset, split: str, transform: ImageTransform, *,
+                 cache_images: bool = False) -> None:
         _check_split(dataset, split)
         eval_set = dataset.eval_set(split)
         self.dataset = dataset
         self.transform = transform
         self.paths = eval_set.gallery_paths
         self.pids = np.asarray(eval_set.gallery_pids, dtype=np.int64)  # (G,)
+        self._cache: dict[int, torch.Tensor] | None = {} if cache_images else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _pixels(self, index: int) -> torch.Tensor:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        pixels = self.transform(read_image(self.dataset.image_path(self.paths[index])))  # (3, H, W)
+        if self._cache is not None:
+            self._cache[index] = pixels
+        return pixels
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        image = read_image(self.dataset.image_path(self.paths[index]))
         return {
-            "images": self.transform(image),  # (3, H, W)
+            "images": self._pixels(index),  # (3, H, W)
             "pids": torch.tensor(int(self.pids[index]), dtype=torch.long),
             "image_ids": torch.tensor(index, dtype=torch.long),
         }

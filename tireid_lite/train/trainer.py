@@ -20,7 +20,9 @@ to a head: the noise partitioner (:mod:`tireid_lite.train.noise`) computes
 per-pair weights that reach the losses as ``batch["pair_weights"]``.
 The optimiser is Adam over the model's parameter groups (IRRA's: new modules
 learn faster), the learning rate follows a linear warm-up then a cosine (per
-step), and on CUDA the forward pass runs under bf16 autocast.
+step), and on CUDA the forward pass runs under bf16 autocast. With ``train.compile`` the step
+calls the model's forward through ``torch.compile`` (:mod:`tireid_lite.train.compiled`);
+evaluation and checkpoints use the eager module.
 
 Files in ``out_dir`` (written by rank 0 only): ``config.yaml``; ``log.csv``
 (every ``log_every`` steps: epoch, step, lr, every loss and logged value,
