@@ -145,7 +145,10 @@ class InMemoryBatches:
         captions = [pair.caption for pair in train_set.pairs]
         mirrored = [mirror_caption(caption) for caption in captions]
         self.caption_ids = train_set.tokenizer(captions)  # (N, L): every caption tokenised once
-        self.mirrored_ids = train_set.tokenizer(mirrored)  # (N, L): and its mirrored version
+        self.mirrored_ids = self.caption_ids.clone()  # (N, L): and its mirrored version
+        sided = [i for i, (caption, flipped) in enumerate(zip(captions, mirrored)) if caption != flipped]
+        if sided:  # only captions that name a side change when mirrored
+            self.mirrored_ids[sided] = train_set.tokenizer([mirrored[i] for i in sided])
         self.mirrored = mirrored
         train_set._image_cache.clear()  # the store holds the pixels now; the per-item path re-reads if used
         if train_set._part_cache is not None:
