@@ -269,12 +269,7 @@ def main(quick: bool = False) -> dict:
     figures.update(eval_figures(run))
     figures["load_avg_1min_end"] = load_average()
     limits = {"irra_load_pct_of_step": {"max": 5.0}}
-    cores = os.cpu_count()
-    busy = max(figures["load_avg_1min_start"], figures["load_avg_1min_end"]) > 0.5 * cores
-    notes = [
-        f"load average {figures['load_avg_1min_start']} at the start and {figures['load_avg_1min_end']} at the end "
-        f"on {cores} cores: " + ("the machine was shared, so every time is an upper bound; rerun on a quiet "
-                                 "machine for the figures to keep" if busy else "a quiet machine"),
+    notes = [  # run_all.py adds what the load average says about the machine
         f"loading an irra batch: {figures['irra_load_median_s']} s batched against "
         f"{figures['irra_load_per_item_median_s']} s item by item (median)",
     ]

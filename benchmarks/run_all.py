@@ -248,12 +248,23 @@ def render_results_md(records: list[dict[str, Any]]) -> str:
         budget_cell = budget.get("text", "") + (f"<br>limits: {limits}" if limits else "")
         met = "yes" if record["met"] else "**no**"
         lines.append(f"| {record['name']} | {run} | {_escape(figures)} | {_escape(budget_cell)} | {met} |")
-    noted = [record for record in records if record.get("notes")]
-    if noted:
-        lines += ["", "## Notes", ""]
-        for record in noted:
-            lines += [f"- {record['name']}: {note}" for note in record["notes"]]
+    notes = [f"- {record['name']}: {note}" for record in records for note in _notes(record)]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _notes(record: dict[str, Any]) -> list[str]:
+    """The record's own notes, and what its load-average figures (if any) say about the machine."""
+    figures, notes = record.get("figures", {}), list(record.get("notes", []))
+    loads = [figures[k] for k in ("load_avg_1min_start", "load_avg_1min_end") if _is_number(figures.get(k))]
+    cores = record.get("machine", {}).get("cpu_count")
+    if loads and str(cores).isdigit() and not any(note.startswith("load average") for note in notes):
+        shared = max(loads) > 0.5 * int(cores)
+        notes.insert(0, f"load average {' -> '.join(str(v) for v in loads)} during the run on {cores} cores: "
+                        + ("the machine was shared, so every time is an upper bound; rerun on a quiet machine "
+                           "for the figures to keep" if shared else "a quiet machine"))
+    return notes
 
 
 def _escape(cell: str) -> str:
