@@ -147,7 +147,11 @@ class TrainConfig:
     pretrained_lr_factor: float = 1.0
     weight_decay: float = 4e-5
     warmup_epochs: float = 0.25  # linear warm-up length; a fraction of an epoch is allowed
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0  # max gradient norm; 0 = no clipping (IRRA and RDE do not clip)
+    adam_eps: float = 1e-8  # Adam's eps (torch's default); IRRA and RDE use 1e-3 on pretrained CLIP
+    bias_lr_factor: float = 0.0  # >0: biases of the towers and cross-modal modules learn at lr x this (IRRA: 2); 0 = their module's lr
+    no_decay: str = "1d,embed,token"  # comma list of rules exempt from weight decay: 1d (every parameter of < 2 dims) or a name part (IRRA: bias)
+    module_lr: str = ""  # "name_part=lr,...": parameters whose name holds name_part learn at that lr (RDE: _tse.=1e-3); "" = none
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     eval_every: int = 1  # epochs
     log_every: int = 20  # steps
@@ -188,10 +192,59 @@ def get_profile(name: str = "cpu") -> Config:
             model=ModelConfig(pretrained_dir="", warm_start="none", patch_size=16, image_width=768, image_depth=12, image_heads=12,
                               text_kind="clip", text_width=512, text_depth=12, text_heads=8, embed_dim=512,
                               temperature=0.02, cross_depth=4, cross_heads=8, image_pool="cls", text_pool="eot"),
+            # IRRA's optimiser as in its code (solver/build.py): Adam eps 1e-3, biases at 2x lr and no decay, no clipping
             train=TrainConfig(num_epochs=60, epoch_fraction=1.0, batch_size=64, lr=1e-5, weight_decay=4e-5, warmup_epochs=5.0, amp="auto",
-                              log_every=50),
+                              log_every=50, grad_clip=0.0, adam_eps=1e-3, bias_lr_factor=2.0, no_decay="bias"),
         )
     raise ConfigError(f"unknown profile {name!r}; use 'cpu' or 'gpu'")
+
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # one YAML per paper, each value traced in a comment
+
+
+def recipe_names() -> list[str]:
+    """The recipes shipped with the kit (``tireid train --recipe NAME``)."""
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """The file of recipe ``name``; one clear error listing the recipes when there is none."""
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no recipe {name!r}; the kit ships {', '.join(recipe_names())} (in {RECIPES_DIR})")
+    return path
+
+
+def load_recipe(name: str) -> Config:
+    """A paper's recipe (``tireid_lite/recipes/<name>.yaml``): the gpu profile with the paper's values."""
+    return load_config(recipe_path(name))
+
+
+def no_decay_rules(text: str) -> tuple[str, ...]:
+    """``train.no_decay`` as its rules: ``"1d,embed"`` -> ``("1d", "embed")``; ``""`` -> no exemption."""
+    rules = tuple(part.strip() for part in text.split(",") if part.strip())
+    if any(not rule.replace("_", "").replace(".", "").isalnum() for rule in rules):
+        raise ConfigError(f"config key 'train.no_decay' is {text!r}; it must be a comma list of 1d and name parts "
+                          "such as bias, embed (letters, digits, '_' and '.')")
+    return rules
+
+
+def module_lrs(text: str) -> tuple[tuple[str, float], ...]:
+    """``train.module_lr`` as ``((name_part, lr), ...)``: ``"_tse.=1e-3"`` -> ``(("_tse.", 0.001),)``."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, raw = item.partition("=")
+        try:
+            lr = float(raw) if sep and name.strip() else float("nan")
+        except ValueError:
+            lr = float("nan")
+        if not lr > 0:
+            raise ConfigError(f"config key 'train.module_lr' has {item!r}; each item must be name_part=lr with a "
+                              "positive lr, e.g. _tse.=1e-3")
+        pairs.append((name.strip(), lr))
+    return tuple(pairs)
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -332,6 +385,8 @@ def validate(cfg: Config) -> Config:
         ("train.epoch_fraction", 0.0 < cfg.train.epoch_fraction <= 1.0, "a number in (0, 1]"),
         ("train.batch_size", cfg.train.batch_size >= 2, "at least 2"),
         ("train.lr", cfg.train.lr > 0, "a positive number"),
+        ("train.adam_eps", cfg.train.adam_eps > 0, "a positive number (torch's default 1e-8; IRRA and RDE: 1e-3)"),
+        ("train.bias_lr_factor", cfg.train.bias_lr_factor >= 0, "0 (biases follow their module) or a positive factor"),
         ("train.warmup_epochs", 0 <= cfg.train.warmup_epochs <= cfg.train.num_epochs, "between 0 and train.num_epochs"),
         ("model.image_width", cfg.model.image_width % cfg.model.image_heads == 0,
          f"a multiple of model.image_heads ({cfg.model.image_heads})"),
@@ -345,6 +400,8 @@ def validate(cfg: Config) -> Config:
          "a divisor of train.batch_size when data.sampler is identity"),
     ]
     _raise_first_failed(cfg, checks)
+    no_decay_rules(cfg.train.no_decay)
+    module_lrs(cfg.train.module_lr)
     return cfg
 
 

@@ -69,7 +69,7 @@ from tireid_lite.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from tireid_lite.config import Config, config_differences, save_config, validate
+from tireid_lite.config import Config, config_differences, module_lrs, no_decay_rules, save_config, validate
 from tireid_lite.data.build import Data
 from tireid_lite.distributed import resolve_amp
 from tireid_lite.errors import ConfigError, TIReIDError
@@ -230,9 +230,11 @@ class Trainer:
             warmup_steps=round(cfg.train.warmup_epochs * self.steps_per_epoch),
         )
         groups = self.raw_model.parameter_groups(
-            cfg.train.lr, cfg.train.weight_decay, cfg.train.new_module_lr_factor, cfg.train.pretrained_lr_factor
+            cfg.train.lr, cfg.train.weight_decay, cfg.train.new_module_lr_factor, cfg.train.pretrained_lr_factor,
+            bias_lr_factor=cfg.train.bias_lr_factor, no_decay=no_decay_rules(cfg.train.no_decay),
+            module_lr=module_lrs(cfg.train.module_lr),
         )
-        self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr, betas=(0.9, 0.999))
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr, betas=(0.9, 0.999), eps=cfg.train.adam_eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self._tokenizer_files = tokenizer_files(data.tokenizer)
         self.partitioner = NoisePartitioner(cfg)  # the procedure between epochs
