@@ -58,6 +58,7 @@ EXPECTED = {
     "rde": {**IRRA_CODE, "model.method": "kpdm", "model.id_loss_weight": 0.0, "model.mlm_loss_weight": 0.0,
             "model.kpdm.select_ratio": 0.3, "model.kpdm.tal_margin": 0.1, "model.kpdm.tal_tau": 0.015,
             "model.kpdm.importance_layers": 1, "model.kpdm.tse": True, "train.module_lr": "_tse.=0.001",
+            "model.kpdm.tse_width": 1024, "model.kpdm.tse_batchnorm": True,
             "train.partitioner": "ccd", "train.partition_warmup_epochs": 0},
     "kpdm": {**IRRA_CODE, "model.method": "kpdm", "model.kpdm.select_ratio": 0.5, "model.kpdm.tal_margin": 0.1,
              "model.kpdm.tal_tau": 0.015, "model.kpdm.mask_strategy": "phrase", "train.module_lr": "_tse.=0.001",
@@ -227,3 +228,28 @@ def test_semantic_mim_on_real_data_without_maps_warns(tmp_path):
     Image.new("L", (16, 32)).save(target)
     with pytest.warns(PartMapFallbackWarning, match=r"only 1 of the 4 training images have"):
         build_data(cfg, part_maps=True)
+
+
+# --------------------------------------------------------------------------- RDE's TSE
+
+
+def test_rde_tse_is_1024_wide_with_batchnorm():
+    from tireid_lite.models.token_selection import TokenSelectionEmbedding
+
+    tse = TokenSelectionEmbedding(8, 16, batchnorm=True)
+    assert [type(m).__name__ for m in tse.mlp] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert (tse.mlp[0].out_features, tse.mlp[3].out_features, tse.fc.out_features) == (8, 16, 16)
+    tokens = torch.randn(3, 5, 8)
+    out = tse(tokens)
+    assert out.shape == (3, 16)
+    tse.eval()  # with running statistics, the BatchNorm acts on each token alone
+    one = tse(tokens[:1])
+    assert torch.allclose(one, tse(tokens)[:1], atol=1e-6)
+
+
+def test_cpu_profile_tse_keeps_its_earlier_shape():
+    from tireid_lite.models.token_selection import TokenSelectionEmbedding
+
+    tse = TokenSelectionEmbedding(8, 8)
+    assert [type(m).__name__ for m in tse.mlp] == ["Linear", "ReLU", "Linear"]
+    assert get_profile("cpu").model.kpdm.tse_width == 0 and not get_profile("cpu").model.kpdm.tse_batchnorm

@@ -62,6 +62,8 @@ class KPDMConfig:
     importance_layers: int = 2  # last L ViT layers whose CLS->patch attention scores the patches
     importance_method: str = "mean"  # mean (over the L layers) | rollout
     tse: bool = True  # RDE's token-selection embedding beside the global one
+    tse_width: int = 0  # width of the TSE embedding; 0 = the joint embedding's (RDE: 1024)
+    tse_batchnorm: bool = False  # BatchNorm in the TSE's MLP, as RDE's code (model/CrossEmbeddingLayer_tse.py)
     tal_margin: float = 0.1  # RDE's TAL margin
     tal_tau: float = 0.015  # RDE's TAL temperature
 
@@ -352,6 +354,7 @@ def validate(cfg: Config) -> Config:
         ("model.kpdm.importance_layers", kpdm.importance_layers >= 1, "at least 1 (the last layers of the image tower)"),
         ("model.kpdm.importance_method", kpdm.importance_method in ("mean", "rollout"), "mean or rollout"),
         ("model.kpdm.tal_tau", kpdm.tal_tau > 0, "a positive number"),
+        ("model.kpdm.tse_width", kpdm.tse_width >= 0, "0 (the joint embedding's width) or a positive width"),
         ("model.bilma.mim_ratio", 0.0 < bilma.mim_ratio <= 1.0, "a number in (0, 1]"),
         ("model.bilma.mim_loss_weight", bilma.mim_loss_weight >= 0, "0 or more"),
         ("model.bilma.mim_target", bilma.mim_target in ("semantic", "rgb", "pixels"), "semantic, rgb or pixels"),
