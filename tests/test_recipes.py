@@ -253,3 +253,19 @@ def test_cpu_profile_tse_keeps_its_earlier_shape():
     tse = TokenSelectionEmbedding(8, 8)
     assert [type(m).__name__ for m in tse.mlp] == ["Linear", "ReLU", "Linear"]
     assert get_profile("cpu").model.kpdm.tse_width == 0 and not get_profile("cpu").model.kpdm.tse_batchnorm
+
+
+# --------------------------------------------------------------------------- keys added later keep old runs valid
+
+
+def test_new_keys_at_their_neutral_value_leave_cache_keys_and_resumes_alone():
+    from tireid_lite.config import NEUTRAL_KEYS, config_differences, flatten, identity_dict
+
+    cfg = get_profile("cpu")
+    flat = flatten(identity_dict(cfg))
+    assert not set(NEUTRAL_KEYS) & set(flat)  # a model cached before these keys existed keeps its key
+    assert flatten(identity_dict(apply_overrides(get_profile("cpu"), ["train.adam_eps=1e-3"])))["train.adam_eps"] == 1e-3
+    saved = identity_dict(cfg)  # a run's config.yaml written before the keys existed
+    assert config_differences(saved, cfg.to_dict()) == []
+    assert config_differences(saved, apply_overrides(get_profile("cpu"), ["train.module_lr=_tse.=1e-3"]).to_dict()) == [
+        "train.module_lr: '' -> '_tse.=1e-3'"]

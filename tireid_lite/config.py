@@ -433,9 +433,38 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Keys added after runs and models were saved, with the value that keeps the earlier behaviour. A
+# saved config without one of them reads as holding that value, and a model cache key leaves them out
+# while they hold it, so runs and cached models made before the key existed stay valid.
+NEUTRAL_KEYS: dict[str, Any] = {
+    "train.adam_eps": 1e-8,
+    "train.bias_lr_factor": 0.0,
+    "train.no_decay": "1d,embed,token",
+    "train.module_lr": "",
+    "model.kpdm.tse_width": 0,
+    "model.kpdm.tse_batchnorm": False,
+}
+
+
+def identity_dict(cfg: Config) -> dict[str, Any]:
+    """``cfg`` as a nested dict without the :data:`NEUTRAL_KEYS` that hold their neutral value: what a
+    cache key should cover."""
+    values = cfg.to_dict()
+    for key, neutral in NEUTRAL_KEYS.items():
+        *sections, name = key.split(".")
+        node = values
+        for section in sections:
+            node = node[section]
+        if node.get(name) == neutral:
+            del node[name]
+    return values
+
+
 def config_differences(saved: dict[str, Any], given: dict[str, Any], free: tuple[str, ...] = ()) -> list[str]:
-    """``key: saved -> given`` for every dotted key (outside ``free``) whose value differs."""
+    """``key: saved -> given`` for every dotted key (outside ``free``) whose value differs; a
+    :data:`NEUTRAL_KEYS` key absent from ``saved`` counts as holding its neutral value."""
     old, new = flatten(saved), flatten(given)
+    old = {**{k: v for k, v in NEUTRAL_KEYS.items() if k not in old}, **old}
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(set(old) | set(new))
