@@ -259,7 +259,12 @@ def test_cpu_profile_tse_keeps_its_earlier_shape():
 
 
 def test_new_keys_at_their_neutral_value_leave_cache_keys_and_resumes_alone():
-    from tireid_lite.config import NEUTRAL_KEYS, config_differences, flatten, identity_dict
+    from tireid_lite.config import (
+        NEUTRAL_KEYS,
+        config_differences,
+        flatten,
+        identity_dict,
+    )
 
     cfg = get_profile("cpu")
     flat = flatten(identity_dict(cfg))
