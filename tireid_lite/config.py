@@ -464,7 +464,7 @@ def config_differences(saved: dict[str, Any], given: dict[str, Any], free: tuple
     """``key: saved -> given`` for every dotted key (outside ``free``) whose value differs; a
     :data:`NEUTRAL_KEYS` key absent from ``saved`` counts as holding its neutral value."""
     old, new = flatten(saved), flatten(given)
-    old = {**{k: v for k, v in NEUTRAL_KEYS.items() if k not in old}, **old}
+    old = {**{k: v for k, v in NEUTRAL_KEYS.items() if k not in old and k in new}, **old}
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(set(old) | set(new))
