@@ -113,6 +113,7 @@ class PartConfig:
 class ModelConfig:
     method: str = "irra"  # a row of the methods table (tireid_lite.models.methods.METHODS)
     pretrained_dir: str = ""  # local CLIP checkpoint (gpu profile); "" = tiny towers built here
+    grad_checkpointing: bool = False  # recompute the towers' layers in the backward pass: less memory, ~1/3 more compute
     warm_start: str = "attributes"  # tiny towers' start: attributes (pretrained on a separate SynthPEDES draw, cached) | none
     warm_start_steps: int = 1200  # optimiser steps of that attribute pretraining
     patch_size: int = 8
@@ -443,6 +444,7 @@ NEUTRAL_KEYS: dict[str, Any] = {
     "train.module_lr": "",
     "model.kpdm.tse_width": 0,
     "model.kpdm.tse_batchnorm": False,
+    "model.grad_checkpointing": False,
 }
 
 

@@ -239,5 +239,8 @@ def build_model(cfg: Config, tokenizer: Tokenizer, num_classes: int) -> TIReIDMo
                       patch_size=image_tower.patch_size, num_patches=image_tower.num_patches,
                       image_depth=image_tower.depth)
     heads = [head for cls in row if (head := cls.build(cfg, ctx)) is not None]
+    if m.grad_checkpointing:  # less activation memory for one more forward pass of the towers
+        image_tower.grad_checkpointing = True
+        text_tower.set_grad_checkpointing(True, eager=any(head.wants_attention for head in heads))
     return TIReIDModel(image_tower, text_tower, heads, tokenizer, method=m.method, image_pool=m.image_pool,
                        text_pool=m.text_pool, pretrained=pretrained is not None)
