@@ -57,6 +57,28 @@ def read_image(path: Path) -> Image.Image:
         ) from err
 
 
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+def read_jpeg_tensor(path: Path) -> tv_tensors.Image | Image.Image:
+    """A JPEG decoded by ``torchvision.io`` into a uint8 ``(3, H, W)`` image tensor (more images per second
+    than PIL through the training transforms: ``benchmarks/bench_loader.py``); a file it cannot decode
+    goes to PIL, which reads it or names it in one clear error."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    try:
+        return tv_tensors.Image(decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB))
+    except (RuntimeError, OSError, ValueError):
+        return read_image(path)
+
+
+def _image_size(image: tv_tensors.Image | Image.Image) -> tuple[int, int]:
+    """(height, width) of a PIL image or an image tensor."""
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    return int(image.shape[-2]), int(image.shape[-1])
+
+
 def _check_split(dataset: PedesDataset, split: str) -> None:
     if split not in SPLITS or not dataset.has_split(split):
         present = ", ".join(s for s in SPLITS if dataset.has_split(s)) or "(none: the dataset is empty)"
@@ -113,19 +135,25 @@ class TrainPairsDataset(Dataset):
         self._image_cache: dict[str, Image.Image] | None = {} if cache_images else None
         self.part_maps = part_maps
         self._part_cache: dict[str, np.ndarray] | None = {} if cache_images else None
+        # Images read from disk every time (the real datasets): JPEGs decode with torchvision.io into
+        # tensors the transforms take as they are; "pil" keeps PIL for them too.
+        self.jpeg_decoder = "torchvision"
 
-    def _image(self, path: str) -> Image.Image:
+    def _image(self, path: str) -> Image.Image | tv_tensors.Image:
         if self._image_cache is None:
-            return read_image(self.dataset.image_path(path))
+            full = self.dataset.image_path(path)
+            if self.jpeg_decoder == "torchvision" and full.suffix.lower() in JPEG_SUFFIXES:
+                return read_jpeg_tensor(full)
+            return read_image(full)
         if path not in self._image_cache:
             self._image_cache[path] = read_image(self.dataset.image_path(path))
         return self._image_cache[path]
 
-    def _part_map(self, path: str, image: Image.Image) -> np.ndarray:
+    def _part_map(self, path: str, image: Image.Image | tv_tensors.Image) -> np.ndarray:
         cache = self._part_cache
         if cache is not None and path in cache:
             return cache[path]
-        part_map = self.part_maps.load(path, size=(image.height, image.width))  # (H, W) at the image's size
+        part_map = self.part_maps.load(path, size=_image_size(image))  # (H, W) at the image's size
         if cache is not None:
             cache[path] = part_map
         return part_map
@@ -140,7 +168,10 @@ class TrainPairsDataset(Dataset):
         part_map = self._part_map(pair.path, image) if self.part_maps is not None else None
         caption = pair.caption
         if rng.random() < self.flip_p:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            if isinstance(image, Image.Image):
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            else:
+                image = tv_tensors.wrap(image.flip(-1), like=image)  # (3, H, W) uint8
             caption = mirror_caption(caption)
             part_map = part_map[:, ::-1] if part_map is not None else None
         caption_ids = self.tokenizer([caption])[0]  # (L,)
