@@ -58,7 +58,7 @@ EXPECTED = {
     "rde": {**IRRA_CODE, "model.method": "kpdm", "model.id_loss_weight": 0.0, "model.mlm_loss_weight": 0.0,
             "model.kpdm.select_ratio": 0.3, "model.kpdm.tal_margin": 0.1, "model.kpdm.tal_tau": 0.015,
             "model.kpdm.importance_layers": 1, "model.kpdm.tse": True, "train.module_lr": "_tse.=0.001",
-            "model.kpdm.tse_width": 1024, "model.kpdm.tse_batchnorm": True,
+            "model.kpdm.tse_width": 1024, "model.kpdm.tse_batchnorm": True, "data.text_aug": 0.2,
             "train.partitioner": "ccd", "train.partition_warmup_epochs": 0},
     "kpdm": {**IRRA_CODE, "model.method": "kpdm", "model.kpdm.select_ratio": 0.5, "model.kpdm.tal_margin": 0.1,
              "model.kpdm.tal_tau": 0.015, "model.kpdm.mask_strategy": "phrase", "train.module_lr": "_tse.=0.001",
@@ -274,3 +274,59 @@ def test_new_keys_at_their_neutral_value_leave_cache_keys_and_resumes_alone():
     assert config_differences(saved, cfg.to_dict()) == []
     assert config_differences(saved, apply_overrides(get_profile("cpu"), ["train.module_lr=_tse.=1e-3"]).to_dict()) == [
         "train.module_lr: '' -> '_tse.=1e-3'"]
+
+
+# --------------------------------------------------------------------------- RDE's text augmentation
+
+
+def _word_tokenizer():
+    from tireid_lite.text.tokenizers import WordTokenizer
+
+    return WordTokenizer.train(["a man in a red shirt and blue jeans with a black bag"], max_length=16)
+
+
+def test_text_augmentation_masks_replaces_and_deletes_in_rdes_shares():
+    import numpy as np
+
+    from tireid_lite.text.masking import augment_caption_ids
+
+    tok = _word_tokenizer()
+    ids = tok(["a man in a red shirt and blue jeans"])[0]  # start, 9 words, end, padding
+    assert torch.equal(augment_caption_ids(ids, tok, 0.0, np.random.default_rng(0)), ids)
+    rng = np.random.default_rng(0)
+    counts = {"mask": 0, "deleted": 0, "replaced": 0}
+    words = [int(t) for t in ids if int(t) not in tok.special_ids]
+    for _ in range(2000):
+        out = augment_caption_ids(ids, tok, 1.0, rng)  # every word chosen
+        assert out.shape == ids.shape and int(out[0]) == tok.sot_id
+        body = out[1:].tolist()
+        end = body.index(tok.eot_id)
+        assert all(t == tok.pad_id for t in body[end + 1:])  # deletions shift left, the end is padded
+        counts["mask"] += sum(t == tok.mask_token_id for t in body[:end])
+        counts["replaced"] += sum(t != tok.mask_token_id for t in body[:end])
+        counts["deleted"] += len(words) - end
+    total = 2000 * len(words)
+    shares = [counts["mask"] / total, counts["replaced"] / total, counts["deleted"] / total]
+    assert shares == pytest.approx([0.6, 0.2, 0.2], abs=0.02)
+
+
+def test_text_augmentation_in_the_training_set_changes_captions_only(tmp_path):
+    from tireid_lite.data.build import build_data
+    from tireid_lite.data.fixtures import write_fixture
+
+    root = write_fixture("cuhk-pedes", tmp_path / "cuhk", ids_per_split={"train": 3, "val": 1, "test": 1},
+                         images_per_id=2, size=(32, 16))
+    base = ["data.dataset=cuhk-pedes", f"data.root={root}", "data.image_size=[32,16]", "model.warm_start=none"]
+    plain = build_data(apply_overrides(get_profile("cpu"), base)).train_set
+    augmented = build_data(apply_overrides(get_profile("cpu"), [*base, "data.text_aug=0.5"])).train_set
+    changed = 0
+    for index in range(len(plain)):
+        torch.manual_seed(index)
+        a = plain[index]
+        torch.manual_seed(index)
+        b = augmented[index]
+        assert torch.equal(a["images"], b["images"])  # the augmentation draws last: every other draw is the same
+        changed += not torch.equal(a["caption_ids"], b["caption_ids"])
+    assert changed >= len(plain) // 2
+    with pytest.raises(ConfigError, match="data.text_aug"):
+        apply_overrides(get_profile("cpu"), ["data.text_aug=1.5"])

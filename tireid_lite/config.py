@@ -42,6 +42,7 @@ class DataConfig:
     pad: int = 3  # pad-and-random-crop margin in pixels (IRRA: 10 at 384x128; scaled to the image here)
     erasing_p: float = 0.0  # random erasing (IRRA: 0.5); off in the cpu profile, where it hid whole garments of 96x32 images
     cache_images: bool = True  # keep decoded training images in memory (small datasets only)
+    text_aug: float = 0.0  # RDE's --txt_aug: each caption token masked / replaced / deleted with this probability (RDE: 0.2); 0 = off
     noise_rate: float = 0.0  # share of training pairs whose captions are permuted (RDE protocol)
     noise_seed: int = 0
     train_identities: int = 0  # train on the first N training identities only (0 = all): shorter epochs for ablations
@@ -382,6 +383,7 @@ def validate(cfg: Config) -> Config:
         ("train.amp", cfg.train.amp in ("auto", "bf16", "off"), "auto, bf16 or off"),
         ("data.noise_rate", 0.0 <= cfg.data.noise_rate < 1.0, "a number in [0, 1)"),
         ("data.pad", cfg.data.pad >= 0, "0 (no pad-and-crop) or more"),
+        ("data.text_aug", 0.0 <= cfg.data.text_aug <= 1.0, "a probability in [0, 1] (RDE: 0.2; 0 = off)"),
         ("data.train_identities", cfg.data.train_identities >= 0, "0 (all) or a positive number"),
         ("model.mlm_prob", 0.0 < cfg.model.mlm_prob < 1.0, "a number in (0, 1)"),
         ("model.temperature", cfg.model.temperature > 0, "a positive number"),
@@ -445,6 +447,7 @@ NEUTRAL_KEYS: dict[str, Any] = {
     "model.kpdm.tse_width": 0,
     "model.kpdm.tse_batchnorm": False,
     "model.grad_checkpointing": False,
+    "data.text_aug": 0.0,
 }
 
 

@@ -159,5 +159,5 @@ def build_data(
                                            cache_images=cfg.data.cache_images,
                                            part_maps=part_maps_for_training(dataset, cfg.data.train_identities)
                                            if part_maps else None,
-                                           identities=cfg.data.train_identities)
+                                           identities=cfg.data.train_identities, text_aug=cfg.data.text_aug)
     return data

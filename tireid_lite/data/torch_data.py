@@ -34,6 +34,7 @@ from tireid_lite.data.noise import NoiseInjection
 from tireid_lite.data.records import SPLITS, PedesDataset
 from tireid_lite.data.transforms import has_horizontal_flip, mirror_caption
 from tireid_lite.errors import ConfigError, DatasetError
+from tireid_lite.text.masking import augment_caption_ids
 from tireid_lite.text.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
@@ -109,6 +110,7 @@ class TrainPairsDataset(Dataset):
         cache_images: bool = False,
         part_maps: "ParsingMaps | None" = None,
         identities: int = 0,
+        text_aug: float = 0.0,
     ) -> None:
         if not 0.0 <= flip_p <= 1.0:
             raise ConfigError(f"flip_p={flip_p!r} is not a probability in [0, 1]")
@@ -138,6 +140,7 @@ class TrainPairsDataset(Dataset):
         # Images read from disk every time (the real datasets): JPEGs decode with torchvision.io into
         # tensors the transforms take as they are; "pil" keeps PIL for them too.
         self.jpeg_decoder = "torchvision"
+        self.text_aug = float(text_aug)  # RDE's --txt_aug probability (0 = off)
 
     def _image(self, path: str) -> Image.Image | tv_tensors.Image:
         if self._image_cache is None:
@@ -200,6 +203,9 @@ class TrainPairsDataset(Dataset):
                     f"caption_hook returned {', '.join(clash)}, which the dataset already provides; rename them"
                 )
             item.update(extra)
+        if self.text_aug > 0:  # drawn last, so that every other draw is the same with or without it
+            aug_rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            item["caption_ids"] = augment_caption_ids(caption_ids, self.tokenizer, self.text_aug, aug_rng)
         return item
 
 
