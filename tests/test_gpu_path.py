@@ -95,3 +95,18 @@ def test_gpu_path_trains_evaluates_and_resumes_exactly(gpu_inputs, tmp_path, cap
     printed = capsys.readouterr().out
     evaluated = json.loads(printed[printed.index("{"):])
     assert evaluated == pytest.approx(ref_metrics)
+
+
+def test_rde_recipe_runs_the_gpu_path_with_checkpointing(gpu_inputs, tmp_path):
+    """RDE's recipe (TSE 1024 wide with BatchNorm at lr 1e-3, CCD from the first epoch, text augmentation)
+    with gradient checkpointing over CLIP's towers, which then must recompute the attention maps it reads."""
+    root, clip = gpu_inputs
+    cfg = apply_overrides(load_recipe("rde"), [
+        f"data.root={root}", f"model.pretrained_dir={clip}", "train.num_epochs=1", "train.warmup_epochs=0",
+        "train.batch_size=8", "data.num_workers=0", "train.amp=bf16", "model.grad_checkpointing=true"])
+    trainer = Trainer(cfg, tmp_path / "rde", device="cpu")
+    lrs = {round(group["lr"], 8) for group in trainer.optimizer.param_groups}
+    assert 1e-3 in lrs and 2e-5 in lrs  # the TSE layers, and the biases at lr x 2
+    metrics = trainer.fit()
+    assert set(metrics) == {"R1", "R5", "R10", "mAP", "mINP"}
+    assert trainer.history[0]["epoch"] == 1 and trainer.step == STEPS_PER_EPOCH
