@@ -1,8 +1,10 @@
 """One configuration system: nested dataclasses, named profiles, YAML round trip.
 
 ``cpu`` (the default, used by CI and every notebook) trains tiny towers from
-scratch on SynthPEDES in minutes on two cores; ``gpu`` is IRRA's recipe on a
-real dataset with CLIP ViT-B/16 loaded from a local directory. Unknown keys and
+scratch on SynthPEDES in minutes on two cores; ``gpu`` trains on a real dataset
+with CLIP ViT-B/16 loaded from a local directory, IRRA's sizes and schedule with
+the kit's optimiser defaults. Each paper's exact recipe is a file under
+``tireid_lite/recipes/`` (:func:`load_recipe`). Unknown keys and
 values of the wrong type are errors that name the key. Taught in ``02_baseline_irra``.
 
     cfg = get_profile("cpu")
@@ -196,9 +198,10 @@ def get_profile(name: str = "cpu") -> Config:
             model=ModelConfig(pretrained_dir="", warm_start="none", patch_size=16, image_width=768, image_depth=12, image_heads=12,
                               text_kind="clip", text_width=512, text_depth=12, text_heads=8, embed_dim=512,
                               temperature=0.02, cross_depth=4, cross_heads=8, image_pool="cls", text_pool="eot"),
-            # IRRA's optimiser as in its code (solver/build.py): Adam eps 1e-3, biases at 2x lr and no decay, no clipping
+            # the kit's optimiser defaults; the papers' own (IRRA: Adam eps 1e-3, biases at 2x lr without decay,
+            # no clipping) are in the recipes: load_recipe("irra"), `tireid train --recipe irra`
             train=TrainConfig(num_epochs=60, epoch_fraction=1.0, batch_size=64, lr=1e-5, weight_decay=4e-5, warmup_epochs=5.0, amp="auto",
-                              log_every=50, grad_clip=0.0, adam_eps=1e-3, bias_lr_factor=2.0, no_decay="bias"),
+                              log_every=50),
         )
     raise ConfigError(f"unknown profile {name!r}; use 'cpu' or 'gpu'")
 
