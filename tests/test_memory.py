@@ -8,7 +8,11 @@ import pytest
 from tireid_lite.config import apply_overrides, load_recipe
 from tireid_lite.data.patch_labels import PART_CLASSES
 from tireid_lite.models import build_model
-from tireid_lite.models.tiny_clip import TINY_CLIP_SIZES, tiny_clip_vocab, write_tiny_clip
+from tireid_lite.models.tiny_clip import (
+    TINY_CLIP_SIZES,
+    tiny_clip_vocab,
+    write_tiny_clip,
+)
 from tireid_lite.text.tokenizers import CLIPBPETokenizer
 from tireid_lite.train.memory import (
     GIB,

@@ -24,7 +24,7 @@ def test_without_tensorboard_nothing_is_written(tmp_path, monkeypatch):
     real_import = builtins.__import__
 
     def no_tensorboard(name, *args, **kwargs):
-        if name.startswith("torch.utils.tensorboard") or name.startswith("tensorboard"):
+        if name.startswith(("torch.utils.tensorboard", "tensorboard")):
             raise ImportError(name)
         return real_import(name, *args, **kwargs)
 
