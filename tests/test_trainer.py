@@ -323,7 +323,7 @@ class ToyModel(nn.Module):
             loss = loss * float("nan")
         return {"loss": loss, "toy": loss.detach() * 2}
 
-    def parameter_groups(self, lr, weight_decay, new_module_lr_factor, pretrained_lr_factor):
+    def parameter_groups(self, lr, weight_decay, new_module_lr_factor, pretrained_lr_factor, **rules):
         return [{"params": list(self.parameters()), "lr": lr, "weight_decay": weight_decay}]
 
 

@@ -1,8 +1,10 @@
 """One configuration system: nested dataclasses, named profiles, YAML round trip.
 
 ``cpu`` (the default, used by CI and every notebook) trains tiny towers from
-scratch on SynthPEDES in minutes on two cores; ``gpu`` is IRRA's recipe on a
-real dataset with CLIP ViT-B/16 loaded from a local directory. Unknown keys and
+scratch on SynthPEDES in minutes on two cores; ``gpu`` trains on a real dataset
+with CLIP ViT-B/16 loaded from a local directory, IRRA's sizes and schedule with
+the kit's optimiser defaults. Each paper's exact recipe is a file under
+``tireid_lite/recipes/`` (:func:`load_recipe`). Unknown keys and
 values of the wrong type are errors that name the key. Taught in ``02_baseline_irra``.
 
     cfg = get_profile("cpu")
@@ -42,6 +44,7 @@ class DataConfig:
     pad: int = 3  # pad-and-random-crop margin in pixels (IRRA: 10 at 384x128; scaled to the image here)
     erasing_p: float = 0.0  # random erasing (IRRA: 0.5); off in the cpu profile, where it hid whole garments of 96x32 images
     cache_images: bool = True  # keep decoded training images in memory (small datasets only)
+    text_aug: float = 0.0  # RDE's --txt_aug: each caption token masked / replaced / deleted with this probability (RDE: 0.2); 0 = off
     noise_rate: float = 0.0  # share of training pairs whose captions are permuted (RDE protocol)
     noise_seed: int = 0
     train_identities: int = 0  # train on the first N training identities only (0 = all): shorter epochs for ablations
@@ -62,6 +65,8 @@ class KPDMConfig:
     importance_layers: int = 2  # last L ViT layers whose CLS->patch attention scores the patches
     importance_method: str = "mean"  # mean (over the L layers) | rollout
     tse: bool = True  # RDE's token-selection embedding beside the global one
+    tse_width: int = 0  # width of the TSE embedding; 0 = the joint embedding's (RDE: 1024)
+    tse_batchnorm: bool = False  # BatchNorm in the TSE's MLP, as RDE's code (model/CrossEmbeddingLayer_tse.py)
     tal_margin: float = 0.1  # RDE's TAL margin
     tal_tau: float = 0.015  # RDE's TAL temperature
 
@@ -111,6 +116,7 @@ class PartConfig:
 class ModelConfig:
     method: str = "irra"  # a row of the methods table (tireid_lite.models.methods.METHODS)
     pretrained_dir: str = ""  # local CLIP checkpoint (gpu profile); "" = tiny towers built here
+    grad_checkpointing: bool = False  # recompute the towers' layers in the backward pass: less memory, ~1/3 more compute
     warm_start: str = "attributes"  # tiny towers' start: attributes (pretrained on a separate SynthPEDES draw, cached) | none
     warm_start_steps: int = 1200  # optimiser steps of that attribute pretraining
     patch_size: int = 8
@@ -147,7 +153,11 @@ class TrainConfig:
     pretrained_lr_factor: float = 1.0
     weight_decay: float = 4e-5
     warmup_epochs: float = 0.25  # linear warm-up length; a fraction of an epoch is allowed
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0  # max gradient norm; 0 = no clipping (IRRA and RDE do not clip)
+    adam_eps: float = 1e-8  # Adam's eps (torch's default); IRRA and RDE use 1e-3 on pretrained CLIP
+    bias_lr_factor: float = 0.0  # >0: biases of the towers and cross-modal modules learn at lr x this (IRRA: 2); 0 = their module's lr
+    no_decay: str = "1d,embed,token"  # comma list of rules exempt from weight decay: 1d (every parameter of < 2 dims) or a name part (IRRA: bias)
+    module_lr: str = ""  # "name_part=lr,...": parameters whose name holds name_part learn at that lr (RDE: _tse.=1e-3); "" = none
     amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
     eval_every: int = 1  # epochs
     log_every: int = 20  # steps
@@ -189,10 +199,60 @@ def get_profile(name: str = "cpu") -> Config:
             model=ModelConfig(pretrained_dir="", warm_start="none", patch_size=16, image_width=768, image_depth=12, image_heads=12,
                               text_kind="clip", text_width=512, text_depth=12, text_heads=8, embed_dim=512,
                               temperature=0.02, cross_depth=4, cross_heads=8, image_pool="cls", text_pool="eot"),
+            # the kit's optimiser defaults; the papers' own (IRRA: Adam eps 1e-3, biases at 2x lr without decay,
+            # no clipping) are in the recipes: load_recipe("irra"), `tireid train --recipe irra`
             train=TrainConfig(num_epochs=60, epoch_fraction=1.0, batch_size=64, lr=1e-5, weight_decay=4e-5, warmup_epochs=5.0, amp="auto",
                               log_every=50),
         )
     raise ConfigError(f"unknown profile {name!r}; use 'cpu' or 'gpu'")
+
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # one YAML per paper, each value traced in a comment
+
+
+def recipe_names() -> list[str]:
+    """The recipes shipped with the kit (``tireid train --recipe NAME``)."""
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    """The file of recipe ``name``; one clear error listing the recipes when there is none."""
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no recipe {name!r}; the kit ships {', '.join(recipe_names())} (in {RECIPES_DIR})")
+    return path
+
+
+def load_recipe(name: str) -> Config:
+    """A paper's recipe (``tireid_lite/recipes/<name>.yaml``): the gpu profile with the paper's values."""
+    return load_config(recipe_path(name))
+
+
+def no_decay_rules(text: str) -> tuple[str, ...]:
+    """``train.no_decay`` as its rules: ``"1d,embed"`` -> ``("1d", "embed")``; ``""`` -> no exemption."""
+    rules = tuple(part.strip() for part in text.split(",") if part.strip())
+    if any(not rule.replace("_", "").replace(".", "").isalnum() for rule in rules):
+        raise ConfigError(f"config key 'train.no_decay' is {text!r}; it must be a comma list of 1d and name parts "
+                          "such as bias, embed (letters, digits, '_' and '.')")
+    return rules
+
+
+def module_lrs(text: str) -> tuple[tuple[str, float], ...]:
+    """``train.module_lr`` as ``((name_part, lr), ...)``: ``"_tse.=1e-3"`` -> ``(("_tse.", 0.001),)``."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, raw = item.partition("=")
+        try:
+            lr = float(raw) if sep and name.strip() else float("nan")
+        except ValueError:
+            lr = float("nan")
+        if not lr > 0:
+            raise ConfigError(f"config key 'train.module_lr' has {item!r}; each item must be name_part=lr with a "
+                              "positive lr, e.g. _tse.=1e-3")
+        pairs.append((name.strip(), lr))
+    return tuple(pairs)
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -300,6 +360,7 @@ def validate(cfg: Config) -> Config:
         ("model.kpdm.importance_layers", kpdm.importance_layers >= 1, "at least 1 (the last layers of the image tower)"),
         ("model.kpdm.importance_method", kpdm.importance_method in ("mean", "rollout"), "mean or rollout"),
         ("model.kpdm.tal_tau", kpdm.tal_tau > 0, "a positive number"),
+        ("model.kpdm.tse_width", kpdm.tse_width >= 0, "0 (the joint embedding's width) or a positive width"),
         ("model.bilma.mim_ratio", 0.0 < bilma.mim_ratio <= 1.0, "a number in (0, 1]"),
         ("model.bilma.mim_loss_weight", bilma.mim_loss_weight >= 0, "0 or more"),
         ("model.bilma.mim_target", bilma.mim_target in ("semantic", "rgb", "pixels"), "semantic, rgb or pixels"),
@@ -326,6 +387,7 @@ def validate(cfg: Config) -> Config:
         ("train.amp", cfg.train.amp in ("auto", "bf16", "off"), "auto, bf16 or off"),
         ("data.noise_rate", 0.0 <= cfg.data.noise_rate < 1.0, "a number in [0, 1)"),
         ("data.pad", cfg.data.pad >= 0, "0 (no pad-and-crop) or more"),
+        ("data.text_aug", 0.0 <= cfg.data.text_aug <= 1.0, "a probability in [0, 1] (RDE: 0.2; 0 = off)"),
         ("data.train_identities", cfg.data.train_identities >= 0, "0 (all) or a positive number"),
         ("model.mlm_prob", 0.0 < cfg.model.mlm_prob < 1.0, "a number in (0, 1)"),
         ("model.temperature", cfg.model.temperature > 0, "a positive number"),
@@ -333,6 +395,8 @@ def validate(cfg: Config) -> Config:
         ("train.epoch_fraction", 0.0 < cfg.train.epoch_fraction <= 1.0, "a number in (0, 1]"),
         ("train.batch_size", cfg.train.batch_size >= 2, "at least 2"),
         ("train.lr", cfg.train.lr > 0, "a positive number"),
+        ("train.adam_eps", cfg.train.adam_eps > 0, "a positive number (torch's default 1e-8; IRRA and RDE: 1e-3)"),
+        ("train.bias_lr_factor", cfg.train.bias_lr_factor >= 0, "0 (biases follow their module) or a positive factor"),
         ("train.warmup_epochs", 0 <= cfg.train.warmup_epochs <= cfg.train.num_epochs, "between 0 and train.num_epochs"),
         ("model.image_width", cfg.model.image_width % cfg.model.image_heads == 0,
          f"a multiple of model.image_heads ({cfg.model.image_heads})"),
@@ -346,6 +410,8 @@ def validate(cfg: Config) -> Config:
          "a divisor of train.batch_size when data.sampler is identity"),
     ]
     _raise_first_failed(cfg, checks)
+    no_decay_rules(cfg.train.no_decay)
+    module_lrs(cfg.train.module_lr)
     return cfg
 
 
@@ -374,9 +440,40 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Keys added after runs and models were saved, with the value that keeps the earlier behaviour. A
+# saved config without one of them reads as holding that value, and a model cache key leaves them out
+# while they hold it, so runs and cached models made before the key existed stay valid.
+NEUTRAL_KEYS: dict[str, Any] = {
+    "train.adam_eps": 1e-8,
+    "train.bias_lr_factor": 0.0,
+    "train.no_decay": "1d,embed,token",
+    "train.module_lr": "",
+    "model.kpdm.tse_width": 0,
+    "model.kpdm.tse_batchnorm": False,
+    "model.grad_checkpointing": False,
+    "data.text_aug": 0.0,
+}
+
+
+def identity_dict(cfg: Config) -> dict[str, Any]:
+    """``cfg`` as a nested dict without the :data:`NEUTRAL_KEYS` that hold their neutral value: what a
+    cache key should cover."""
+    values = cfg.to_dict()
+    for key, neutral in NEUTRAL_KEYS.items():
+        *sections, name = key.split(".")
+        node = values
+        for section in sections:
+            node = node[section]
+        if node.get(name) == neutral:
+            del node[name]
+    return values
+
+
 def config_differences(saved: dict[str, Any], given: dict[str, Any], free: tuple[str, ...] = ()) -> list[str]:
-    """``key: saved -> given`` for every dotted key (outside ``free``) whose value differs."""
+    """``key: saved -> given`` for every dotted key (outside ``free``) whose value differs; a
+    :data:`NEUTRAL_KEYS` key absent from ``saved`` counts as holding its neutral value."""
     old, new = flatten(saved), flatten(given)
+    old = {**{k: v for k, v in NEUTRAL_KEYS.items() if k not in old and k in new}, **old}
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(set(old) | set(new))

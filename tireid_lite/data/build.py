@@ -10,6 +10,7 @@ them lives in :mod:`tireid_lite.train.build`. Taught in ``02_baseline_irra``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,35 @@ from tireid_lite.data.torch_data import GalleryDataset, QueryDataset, TrainPairs
 from tireid_lite.data.transforms import build_transforms
 from tireid_lite.errors import ConfigError
 from tireid_lite.text.tokenizers import CLIPBPETokenizer, Tokenizer, WordTokenizer
+
+
+class PartMapFallbackWarning(UserWarning):
+    """Training images without a parsing map: BiLMa's semantic MIM target falls back to the body-layout prior."""
+
+
+def part_maps_for_training(dataset: PedesDataset, identities: int = 0) -> ParsingMaps:
+    """The part maps of ``dataset``'s training images (SemMIM's target), with one
+    :class:`PartMapFallbackWarning` when some real training images have no map under
+    ``<root>/parsing/``: for those the target is a fixed body-layout prior, not the image's parts."""
+    maps = ParsingMaps.for_dataset(dataset)
+    if dataset.name == "synth":
+        return maps
+    records = dataset.split("train")
+    if identities:
+        keep = {pid for pid in sorted({r.pid for r in records})[:identities]}
+        records = [r for r in records if r.pid in keep]
+    missing = [r.path for r in records if not maps.has_map(r.path)]
+    if missing:
+        share = (f"none of the {len(records)} training images has" if len(missing) == len(records)
+                 else f"only {len(records) - len(missing)} of the {len(records)} training images have")
+        warnings.warn(
+            f"{share} a parsing map in {maps.root}/ (the first missing: "
+            f"{maps.path(missing[0])}); BiLMa's semantic MIM target uses a fixed body-layout prior for the "
+            f"{len(missing)} without one, which is not SemMIM. Put the human-parsing maps there (see "
+            "data_setup/README.md), or set model.bilma.mim_target=rgb",
+            PartMapFallbackWarning, stacklevel=2,
+        )
+    return maps
 
 
 @dataclass
@@ -130,6 +160,7 @@ def build_data(
         transform = build_transforms(size, train=True, flip=False, pad=cfg.data.pad, erase_p=cfg.data.erasing_p)
         data.train_set = TrainPairsDataset(dataset, tokenizer, transform, flip_p=cfg.data.flip_p, noise=data.noise,
                                            cache_images=cfg.data.cache_images,
-                                           part_maps=ParsingMaps.for_dataset(dataset) if part_maps else None,
-                                           identities=cfg.data.train_identities)
+                                           part_maps=part_maps_for_training(dataset, cfg.data.train_identities)
+                                           if part_maps else None,
+                                           identities=cfg.data.train_identities, text_aug=cfg.data.text_aug)
     return data

@@ -38,6 +38,7 @@ from tireid_lite.data.noise import NoiseInjection
 from tireid_lite.data.records import SPLITS, PedesDataset
 from tireid_lite.data.transforms import has_horizontal_flip, mirror_caption
 from tireid_lite.errors import ConfigError, DatasetError
+from tireid_lite.text.masking import augment_caption_ids
 from tireid_lite.text.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
@@ -60,6 +61,28 @@ def read_image(path: Path) -> Image.Image:
             f"cannot open image {path} ({err}); run `tireid check-data --full` on the dataset root "
             "to list every missing or unreadable image"
         ) from err
+
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
+def read_jpeg_tensor(path: Path) -> tv_tensors.Image | Image.Image:
+    """A JPEG decoded by ``torchvision.io`` into a uint8 ``(3, H, W)`` image tensor (more images per second
+    than PIL through the training transforms: ``benchmarks/bench_loader.py``); a file it cannot decode
+    goes to PIL, which reads it or names it in one clear error."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    try:
+        return tv_tensors.Image(decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB))
+    except (RuntimeError, OSError, ValueError):
+        return read_image(path)
+
+
+def _image_size(image: tv_tensors.Image | Image.Image) -> tuple[int, int]:
+    """(height, width) of a PIL image or an image tensor."""
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    return int(image.shape[-2]), int(image.shape[-1])
 
 
 def _check_split(dataset: PedesDataset, split: str) -> None:
@@ -92,6 +115,7 @@ class TrainPairsDataset(Dataset):
         cache_images: bool = False,
         part_maps: "ParsingMaps | None" = None,
         identities: int = 0,
+        text_aug: float = 0.0,
     ) -> None:
         if not 0.0 <= flip_p <= 1.0:
             raise ConfigError(f"flip_p={flip_p!r} is not a probability in [0, 1]")
@@ -118,13 +142,20 @@ class TrainPairsDataset(Dataset):
         self._image_cache: dict[str, Image.Image] | None = {} if cache_images else None
         self.part_maps = part_maps
         self._part_cache: dict[str, np.ndarray] | None = {} if cache_images else None
+        # Images read from disk every time (the real datasets): JPEGs decode with torchvision.io into
+        # tensors the transforms take as they are; "pil" keeps PIL for them too.
+        self.jpeg_decoder = "torchvision"
+        self.text_aug = float(text_aug)  # RDE's --txt_aug probability (0 = off)
         self._batches: tuple[object, InMemoryBatches | None] | None = None  # (for which transform, loader)
 
     def load_batch(self, indices: Sequence[int], seeds: Sequence[int]) -> dict[str, torch.Tensor] | None:
         """The collated batch of items ``indices``, item ``k`` drawn as ``self[indices[k]]`` is after
         ``torch.manual_seed(seeds[k])``, built as whole-batch tensor operations
         (:class:`~tireid_lite.data.batched.InMemoryBatches`); ``None`` where only the per-item
-        path applies (images not cached, or a transform other than the kit's recipe)."""
+        path applies (images not cached, a transform other than the kit's recipe, or text
+        augmentation, whose draws only the per-item path makes)."""
+        if self.text_aug > 0:
+            return None
         if self._batches is None or self._batches[0] is not self.transform:
             from tireid_lite.data.batched import InMemoryBatches
 
@@ -132,18 +163,21 @@ class TrainPairsDataset(Dataset):
         batches = self._batches[1]
         return None if batches is None else batches.batch(indices, seeds)
 
-    def _image(self, path: str) -> Image.Image:
+    def _image(self, path: str) -> Image.Image | tv_tensors.Image:
         if self._image_cache is None:
-            return read_image(self.dataset.image_path(path))
+            full = self.dataset.image_path(path)
+            if self.jpeg_decoder == "torchvision" and full.suffix.lower() in JPEG_SUFFIXES:
+                return read_jpeg_tensor(full)
+            return read_image(full)
         if path not in self._image_cache:
             self._image_cache[path] = read_image(self.dataset.image_path(path))
         return self._image_cache[path]
 
-    def _part_map(self, path: str, image: Image.Image) -> np.ndarray:
+    def _part_map(self, path: str, image: Image.Image | tv_tensors.Image) -> np.ndarray:
         cache = self._part_cache
         if cache is not None and path in cache:
             return cache[path]
-        part_map = self.part_maps.load(path, size=(image.height, image.width))  # (H, W) at the image's size
+        part_map = self.part_maps.load(path, size=_image_size(image))  # (H, W) at the image's size
         if cache is not None:
             cache[path] = part_map
         return part_map
@@ -158,7 +192,10 @@ class TrainPairsDataset(Dataset):
         part_map = self._part_map(pair.path, image) if self.part_maps is not None else None
         caption = pair.caption
         if rng.random() < self.flip_p:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            if isinstance(image, Image.Image):
+                image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            else:
+                image = tv_tensors.wrap(image.flip(-1), like=image)  # (3, H, W) uint8
             caption = mirror_caption(caption)
             part_map = part_map[:, ::-1] if part_map is not None else None
         caption_ids = self.tokenizer([caption])[0]  # (L,)
@@ -187,6 +224,9 @@ class TrainPairsDataset(Dataset):
                     f"caption_hook returned {', '.join(clash)}, which the dataset already provides; rename them"
                 )
             item.update(extra)
+        if self.text_aug > 0:  # drawn last, so that every other draw is the same with or without it
+            aug_rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            item["caption_ids"] = augment_caption_ids(caption_ids, self.tokenizer, self.text_aug, aug_rng)
         return item
 
 

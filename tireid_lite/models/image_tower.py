@@ -32,6 +32,7 @@ import torch
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from tireid_lite.errors import ConfigError
 
@@ -109,6 +110,7 @@ class ImageTower(nn.Module):
         self.depth = int(depth)
         self.num_heads = int(heads)
         self.out_dim = int(out_dim)
+        self.grad_checkpointing = False  # recompute each block in the backward pass (model.grad_checkpointing)
 
     def forward(
         self,
@@ -132,11 +134,15 @@ class ImageTower(nn.Module):
         x = self.vit.pos_drop(x)
         x = self.vit.norm_pre(x)
         attentions: list[Tensor] | None = [] if return_attention else None
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.vit.blocks:
             if attentions is None:
-                x = block(x)
+                x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
             else:
-                x, weights = block_with_attention(block, x)
+                if recompute:
+                    x, weights = checkpoint(block_with_attention, block, x, use_reentrant=False)
+                else:
+                    x, weights = block_with_attention(block, x)
                 attentions.append(weights)
         x = self.vit.norm(x)
         tokens = self.proj(x)  # (B, 1+N, out_dim)

@@ -118,15 +118,17 @@ class AlignmentHead(Head):
     name = "tal"
 
     def __init__(self, dim: int, selector: TokenSelector, *, tse: bool = True, margin: float = 0.1,
-                 tau: float = 0.015) -> None:
+                 tau: float = 0.015, tse_width: int = 0, tse_batchnorm: bool = False) -> None:
         super().__init__()
         self.losses = ("tal_bge", "tal_tse") if tse else ("tal_bge",)
         self.loss_weights = {name: 1.0 for name in self.losses}
         self.selector = selector
         self.dim = int(dim)
         self.tse = bool(tse)
-        self.image_tse = TokenSelectionEmbedding(dim, dim) if tse else None
-        self.text_tse = TokenSelectionEmbedding(dim, dim) if tse else None
+        width = int(tse_width) or self.dim  # RDE: 1024 beside the 512-wide global embedding
+        self.image_tse = TokenSelectionEmbedding(dim, width, batchnorm=tse_batchnorm) if tse else None
+        self.text_tse = TokenSelectionEmbedding(dim, width, batchnorm=tse_batchnorm) if tse else None
+        self.embedding_dim = width if tse and width != self.dim else None
         self.margin, self.tau = float(margin), float(tau)
         self.wants_attention = self.tse or selector.ratio < 1.0
         self.embedding = "tse" if tse else None
@@ -134,7 +136,8 @@ class AlignmentHead(Head):
     @classmethod
     def build(cls, cfg: Config, ctx: HeadContext) -> AlignmentHead:
         k = cfg.model.kpdm
-        return cls(ctx.dim, kpdm_selector(cfg, ctx), tse=k.tse, margin=k.tal_margin, tau=k.tal_tau)
+        return cls(ctx.dim, kpdm_selector(cfg, ctx), tse=k.tse, margin=k.tal_margin, tau=k.tal_tau,
+                   tse_width=k.tse_width, tse_batchnorm=k.tse_batchnorm)
 
     @classmethod
     def needs(cls, cfg: Config) -> frozenset[str]:
@@ -142,7 +145,7 @@ class AlignmentHead(Head):
 
     # ------------------------------------------------------------- embeddings
     def image_local(self, tokens: Tensor, keep_idx: Tensor) -> Tensor:
-        """The image TSE (B, D) of the kept patches of ``tokens`` (B, 1+N, D)."""
+        """The image TSE (B, E) of the kept patches of ``tokens`` (B, 1+N, D)."""
         return self.image_tse(gather_tokens(tokens, keep_idx, with_cls=False))  # (B, K, D) -> (B, D)
 
     def text_local(self, tokens: Tensor, keep_idx: Tensor, keep_valid: Tensor) -> Tensor:

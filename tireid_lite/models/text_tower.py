@@ -61,6 +61,19 @@ class TextTower(nn.Module):
         self.proj = nn.Linear(self.width, self.out_dim, bias=False)
         nn.init.normal_(self.proj.weight, std=self.width**-0.5)  # CLIP's init of its projection
 
+    def set_grad_checkpointing(self, enable: bool = True, *, eager: bool = False) -> None:
+        """Recompute each layer in the backward pass (transformers' gradient checkpointing, training only).
+
+        ``eager`` keeps transformers' eager attention for every call: a model that reads the text
+        tower's attention maps needs it, since the recomputation runs outside the call that asked
+        for them and must take the same path."""
+        if enable:
+            self.encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if eager:
+                self.encoder.set_attn_implementation("eager")
+        else:
+            self.encoder.gradient_checkpointing_disable()
+
     @property
     def vocab_size(self) -> int:
         """Rows of the token embedding: ids must be below this."""

@@ -167,11 +167,30 @@ class TIReIDModel(nn.Module):
             head.prepare(self, data)
 
     def parameter_groups(
-        self, lr: float, weight_decay: float, new_module_lr_factor: float = 5.0, pretrained_lr_factor: float = 1.0
+        self,
+        lr: float,
+        weight_decay: float,
+        new_module_lr_factor: float = 5.0,
+        pretrained_lr_factor: float = 1.0,
+        *,
+        bias_lr_factor: float = 0.0,
+        no_decay: tuple[str, ...] = ("1d", "embed", "token"),
+        module_lr: tuple[tuple[str, float], ...] = (),
     ) -> list[dict]:
-        """IRRA's optimiser groups: new modules (heads) learn ``new_module_lr_factor`` times
-        faster than the towers; pretrained towers use ``lr * pretrained_lr_factor``.
-        Biases, norms, embeddings and tokens get no weight decay."""
+        """The optimiser's groups, one per (lr, weight decay), built by rules applied in this order:
+
+        1. towers learn at ``lr * pretrained_lr_factor`` (pretrained) or ``lr``; everything else (the
+           heads: new modules) at ``lr * new_module_lr_factor`` (IRRA's ``lr_factor``);
+        2. with ``bias_lr_factor > 0``, biases of the towers and of cross-modal modules (names holding
+           ``.cross.``) learn at ``lr * bias_lr_factor`` (IRRA's ``bias_lr_factor``; IRRA's classifier
+           and MLM predictor keep the new-module lr, as here);
+        3. a parameter matched by a ``no_decay`` rule gets no weight decay: ``"1d"`` matches every
+           parameter of fewer than 2 dims (biases, norms), any other rule a part of the name (IRRA: only
+           ``"bias"``; the kit's default ``1d, embed, token``);
+        4. ``module_lr`` pairs ``(name_part, lr)`` set an absolute lr for the parameters whose name
+           holds ``name_part`` (RDE's token-selection layers at 1e-3), the last match winning.
+
+        Groups keep the order in which their first parameter appears."""
         tower_lr = lr * (pretrained_lr_factor if self.pretrained else 1.0)
         groups: dict[tuple[float, float], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
@@ -179,8 +198,14 @@ class TIReIDModel(nn.Module):
                 continue
             in_tower = name.startswith(("image_tower.", "text_tower."))
             group_lr = tower_lr if in_tower else lr * new_module_lr_factor
-            no_decay = param.ndim < 2 or "embed" in name or "token" in name
-            groups.setdefault((group_lr, 0.0 if no_decay else weight_decay), []).append(param)
+            is_bias = name.endswith("bias")
+            if bias_lr_factor > 0 and is_bias and (in_tower or ".cross." in name):
+                group_lr = lr * bias_lr_factor
+            exempt = any(param.ndim < 2 if rule == "1d" else rule in name for rule in no_decay)
+            for part, part_lr in module_lr:
+                if part in name:
+                    group_lr = part_lr
+            groups.setdefault((group_lr, 0.0 if exempt else weight_decay), []).append(param)
         return [{"params": params, "lr": glr, "weight_decay": wd} for (glr, wd), params in groups.items()]
 
 
@@ -214,5 +239,8 @@ def build_model(cfg: Config, tokenizer: Tokenizer, num_classes: int) -> TIReIDMo
                       patch_size=image_tower.patch_size, num_patches=image_tower.num_patches,
                       image_depth=image_tower.depth)
     heads = [head for cls in row if (head := cls.build(cfg, ctx)) is not None]
+    if m.grad_checkpointing:  # less activation memory for one more forward pass of the towers
+        image_tower.grad_checkpointing = True
+        text_tower.set_grad_checkpointing(True, eager=any(head.wants_attention for head in heads))
     return TIReIDModel(image_tower, text_tower, heads, tokenizer, method=m.method, image_pool=m.image_pool,
                        text_pool=m.text_pool, pretrained=pretrained is not None)

@@ -101,19 +101,24 @@ class TokenSelectionEmbedding(nn.Module):
     """RDE's TSE head: L2-normalise, MLP(x) + FC(x), max-pool over the selected tokens.
 
     ``dim`` is the tower's token width D, ``embed_dim`` the embedding's width
-    and ``hidden`` the MLP's hidden width (default ``embed_dim // 2``).
+    and ``hidden`` the MLP's hidden width (default ``embed_dim // 2``);
+    ``batchnorm`` puts a BatchNorm over the selected tokens after the MLP's first
+    layer, as RDE's code does (``model/CrossEmbeddingLayer_tse.py``: 512 -> 512 -> 1024).
     Taught in ``04_kpdm_patch_importance_fmlm``.
     """
 
-    def __init__(self, dim: int, embed_dim: int, hidden: int | None = None) -> None:
+    def __init__(self, dim: int, embed_dim: int, hidden: int | None = None, *, batchnorm: bool = False) -> None:
         super().__init__()
         hidden = max(1, embed_dim // 2) if hidden is None else hidden
         for name, value in (("dim", dim), ("embed_dim", embed_dim), ("hidden", hidden)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r} is not a width; use a positive integer")
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, embed_dim))
+        if batchnorm:  # RDE's MLP: Linear -> BatchNorm over every selected token -> ReLU -> Linear
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, embed_dim))
+        else:
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, embed_dim))
         self.fc = nn.Linear(dim, embed_dim)
-        self.dim, self.embed_dim, self.hidden = dim, embed_dim, hidden
+        self.dim, self.embed_dim, self.hidden, self.batchnorm = dim, embed_dim, hidden, bool(batchnorm)
 
     def forward(self, tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """Embed the selected ``tokens`` (B, K, D) into (B, embed_dim).
@@ -129,7 +134,11 @@ class TokenSelectionEmbedding(nn.Module):
                 f"build TokenSelectionEmbedding with dim={tokens.shape[-1]} or pass the tower's tokens"
             )
         x = F.normalize(tokens, dim=-1)  # (B, K, D)
-        features = self.mlp(x) + self.fc(x)  # (B, K, E)
+        if self.batchnorm:
+            mlp = self.mlp(x.flatten(0, 1)).unflatten(0, x.shape[:2])  # BatchNorm1d wants (B*K, hidden)
+        else:
+            mlp = self.mlp(x)
+        features = mlp + self.fc(x)  # (B, K, E)
         if padding_mask is None:
             return features.amax(dim=1)  # (B, E)
         if padding_mask.dtype != torch.bool or tuple(padding_mask.shape) != tuple(tokens.shape[:2]):

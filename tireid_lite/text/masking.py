@@ -382,3 +382,33 @@ class KeyPhraseMasking:
         chosen = np.sort(np.concatenate(taken)) if taken else np.empty(0, dtype=np.int64)  # (K,)
         masked_ids, labels = self.fallback._replace(original, chosen.astype(np.int64), rng)
         return _as_tensors(masked_ids, labels, ids)
+
+
+# --------------------------------------------------------------------------- RDE's text augmentation
+
+TEXT_AUG_SPLIT = (0.6, 0.2, 0.2)  # of the chosen tokens: masked, replaced by a random token, deleted (RDE's code)
+
+
+def augment_caption_ids(ids: Tensor, tokenizer: Tokenizer, prob: float, rng: np.random.Generator) -> Tensor:
+    """RDE's ``--txt_aug`` on one caption's ids (L,): each ordinary token is chosen with ``prob`` (RDE: 0.2);
+    a chosen token becomes the mask token (60%), a random ordinary token (20%) or is deleted (20%), the
+    tokens after a deletion moving left and the end padded (``datasets/bases.py``, ``txt_data_aug``).
+    Special tokens (start, end, padding, mask) are kept. Returns a new (L,) tensor."""
+    if not 0.0 <= prob <= 1.0:
+        raise ConfigError(f"text augmentation probability {prob!r} is not in [0, 1]; RDE uses 0.2")
+    values = ids.tolist()
+    special = tokenizer.special_ids
+    ordinary = np.setdiff1d(np.arange(tokenizer.vocab_size), np.fromiter(special, dtype=np.int64))
+    out: list[int] = []
+    for token in values:
+        if token in special or rng.random() >= prob:
+            out.append(token)
+            continue
+        draw = rng.random()
+        if draw < TEXT_AUG_SPLIT[0]:
+            out.append(tokenizer.mask_token_id)
+        elif draw < TEXT_AUG_SPLIT[0] + TEXT_AUG_SPLIT[1]:
+            out.append(int(rng.choice(ordinary)))
+        # else: deleted
+    out += [tokenizer.pad_id] * (len(values) - len(out))
+    return torch.tensor(out, dtype=ids.dtype)

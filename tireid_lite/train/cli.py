@@ -2,11 +2,12 @@
 
     tireid train --profile cpu --out runs/baseline
     tireid train --profile gpu --data-root /data/CUHK-PEDES --set model.pretrained_dir=/models/clip --out runs/irra
+    tireid train --recipe rde --data-root /data/CUHK-PEDES --set model.pretrained_dir=/models/clip --out runs/rde
     tireid train --out runs/baseline --resume          # continue an interrupted run with its saved config
     torchrun --nproc_per_node=4 -m tireid_lite.cli train --profile gpu ... --out runs/irra_ddp
 
-The config is built in this order: the ``--config`` file (or the ``--profile``
-defaults), then ``--method``, ``--data-root``, ``--seed``, then each ``--set
+The config is built in this order: the ``--config`` file or a paper's ``--recipe``
+(``tireid_lite/recipes/<name>.yaml``), or else the ``--profile`` defaults, then ``--method``, ``--data-root``, ``--seed``, then each ``--set
 section.key=value``. With ``--resume`` the run's own ``config.yaml`` is the
 starting point instead. The test metrics of the best checkpoint are printed as
 JSON at the end. Taught in ``02_baseline_irra``.
@@ -24,6 +25,8 @@ from tireid_lite.config import (
     apply_overrides,
     get_profile,
     load_config,
+    recipe_names,
+    recipe_path,
     validate,
 )
 from tireid_lite.errors import ConfigError
@@ -33,6 +36,8 @@ from tireid_lite.models.methods import METHODS
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=PROFILES, default=None, help="named defaults (default: cpu)")
     parser.add_argument("--config", type=Path, default=None, help="a YAML config (as written to a run's config.yaml)")
+    parser.add_argument("--recipe", default=None, metavar="NAME",
+                        help=f"a paper's recipe shipped with the kit: {', '.join(recipe_names())} (gpu profile)")
     parser.add_argument("--method", choices=list(METHODS), default=None, help="model.method")
     parser.add_argument("--data-root", default=None, help="data.root: the dataset's root folder")
     parser.add_argument("--out", type=Path, required=True, help="the run's folder (new or empty, unless --resume)")
@@ -49,17 +54,20 @@ def build_config(args: argparse.Namespace) -> Config:
     """The run's config from the command line (see the module docstring)."""
     saved = args.out / "config.yaml"
     if args.resume and saved.is_file():
-        if args.config is not None or args.profile is not None:
+        if args.config is not None or args.profile is not None or args.recipe is not None:
             raise ConfigError(
-                f"--resume continues the run in {args.out} with its own {saved}; drop --config/--profile "
+                f"--resume continues the run in {args.out} with its own {saved}; drop --config/--recipe/--profile "
                 "(use --set only to change what a resumed run may change, such as train.threads)"
             )
         cfg = load_config(saved)
-    elif args.config is not None:
-        cfg = load_config(args.config)
+    elif args.config is not None or args.recipe is not None:
+        if args.config is not None and args.recipe is not None:
+            raise ConfigError("--config and --recipe both give the starting config; keep one of them")
+        source = args.config if args.config is not None else recipe_path(args.recipe)
+        cfg = load_config(source)
         if args.profile is not None and args.profile != cfg.profile:
             raise ConfigError(
-                f"--profile {args.profile} disagrees with profile {cfg.profile!r} in {args.config}; drop one of them"
+                f"--profile {args.profile} disagrees with profile {cfg.profile!r} in {source}; drop one of them"
             )
     else:
         cfg = get_profile(args.profile or "cpu")

@@ -65,3 +65,46 @@ def trim_log(path: Path, step: int) -> list[str] | None:
         writer.writerows(rows)
     os.replace(tmp, path)
     return list(columns)
+
+
+TENSORBOARD_DIR = "tensorboard"  # beside log.csv in the run folder
+
+
+class TensorBoardScalars:
+    """TensorBoard scalars in ``<run>/tensorboard/`` beside log.csv, when the ``tensorboard`` package is
+    installed (an optional dependency: without it nothing is written and nothing is said).
+
+    ``purge_step`` drops events at or past it that a crashed run wrote, as :func:`trim_log` does for
+    the CSV. The writer opens on the first scalar, so a run that logs nothing leaves no folder.
+    """
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        self.log_dir = Path(run_dir) / TENSORBOARD_DIR
+        self.purge_step = purge_step
+        self._writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard not installed
+            self._writer_class = None
+        else:
+            self._writer_class = SummaryWriter
+
+    @property
+    def available(self) -> bool:
+        return self._writer_class is not None
+
+    def add(self, prefix: str, values: dict[str, Any], step: int) -> None:
+        """Write each number of ``values`` as the scalar ``<prefix>/<name>`` at ``step``."""
+        if self._writer_class is None:
+            return
+        if self._writer is None:
+            self._writer = self._writer_class(str(self.log_dir), purge_step=self.purge_step)
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._writer.add_scalar(f"{prefix}/{name}", float(value), step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

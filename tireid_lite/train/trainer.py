@@ -29,7 +29,8 @@ Files in ``out_dir`` (written by rank 0 only): ``config.yaml``; ``log.csv``
 gradient norm; each the mean over the steps since the previous row, averaged over processes); ``metrics.json`` (each evaluation);
 ``best.pt`` and ``last.pt`` (atomic; see :mod:`tireid_lite.checkpoint`);
 ``test_metrics.json`` (the best checkpoint on test); ``epoch<e>.pt`` for the
-epochs listed in ``keep_epochs``.
+epochs listed in ``keep_epochs``; ``tensorboard/`` (the log's scalars as ``train/*`` by step,
+``val/*`` and ``test/*`` at the step they were measured) when the optional ``tensorboard`` package is installed.
 
 Branching (``branch_from``): runs that differ only in their noise partitioner
 are the same run until the partitioner first acts, after
@@ -71,7 +72,7 @@ from tireid_lite.checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from tireid_lite.config import Config, config_differences, save_config, validate
+from tireid_lite.config import Config, config_differences, module_lrs, no_decay_rules, save_config, validate
 from tireid_lite.data.build import Data
 from tireid_lite.distributed import resolve_amp
 from tireid_lite.errors import ConfigError, TIReIDError
@@ -82,7 +83,7 @@ from tireid_lite.text.tokenizers import tokenizer_files, tokenizer_from_files
 from tireid_lite.train.build import build_train_loader, build_training_data, set_loader_epoch
 from tireid_lite.train.compiled import compiled_forward
 from tireid_lite.train.noise import NoisePartitioner
-from tireid_lite.train.run_files import append_log, copy_file, trim_log, write_json
+from tireid_lite.train.run_files import TENSORBOARD_DIR, TensorBoardScalars, append_log, copy_file, trim_log, write_json
 from tireid_lite.train.schedule import WarmupCosine
 from tireid_lite.train.warm_start import WarmStart, apply_warm_start, ensure_warm_start
 
@@ -98,7 +99,7 @@ RESUME_FREE_KEYS = ("data.root", "data.num_workers", "train.threads")
 BRANCH_FREE_KEYS = RESUME_FREE_KEYS + ("train.partitioner",)
 SELECTION_METRIC = "R1"
 # What a run leaves before its first checkpoint; a folder holding nothing else may be started over.
-STARTUP_FILES = frozenset({"config.yaml", "log.csv"})
+STARTUP_FILES = frozenset({"config.yaml", "log.csv", TENSORBOARD_DIR})
 
 
 def _check_train_keys(cfg: Config) -> None:
@@ -234,9 +235,11 @@ class Trainer:
             warmup_steps=round(cfg.train.warmup_epochs * self.steps_per_epoch),
         )
         groups = self.raw_model.parameter_groups(
-            cfg.train.lr, cfg.train.weight_decay, cfg.train.new_module_lr_factor, cfg.train.pretrained_lr_factor
+            cfg.train.lr, cfg.train.weight_decay, cfg.train.new_module_lr_factor, cfg.train.pretrained_lr_factor,
+            bias_lr_factor=cfg.train.bias_lr_factor, no_decay=no_decay_rules(cfg.train.no_decay),
+            module_lr=module_lrs(cfg.train.module_lr),
         )
-        self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr, betas=(0.9, 0.999))
+        self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr, betas=(0.9, 0.999), eps=cfg.train.adam_eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self._tokenizer_files = tokenizer_files(data.tokenizer)
         self.partitioner = NoisePartitioner(cfg)  # the procedure between epochs
@@ -260,6 +263,9 @@ class Trainer:
             if branch_from is not None:
                 self._start_branch(source)
             self._trim_log()
+        # TensorBoard scalars beside log.csv when tensorboard is installed (rank 0); a resumed run drops
+        # the events a crash left past its restored step
+        self.board = TensorBoardScalars(self.out_dir, purge_step=self.step + 1 if resume_state else None)
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -413,6 +419,8 @@ class Trainer:
                     self.best_metric, self.best_epoch = metrics[SELECTION_METRIC], epoch
                 mark = " (best)" if is_best else ""
                 self.say(f"epoch {epoch}/{cfg.train.num_epochs} val {_format_metrics(metrics)}{mark}")
+                if self.is_main:
+                    self.board.add("val", metrics, self.step)
             elif not has_val and epoch == cfg.train.num_epochs:
                 is_best, self.best_epoch = True, epoch
             self.history.append(record)
@@ -495,6 +503,7 @@ class Trainer:
             )
         if self.is_main:
             self._append_log({"epoch": epoch, "step": self.step, "lr": lr, **logged})
+            self.board.add("train", {"lr": lr, **logged}, self.step)
         return logged
 
     # ------------------------------------------------------------------ evaluation
@@ -519,6 +528,8 @@ class Trainer:
         self.say(f"best epoch {state['best_epoch']} test " + _format_metrics(metrics))
         if self.is_main:
             write_json(self.out_dir / "test_metrics.json", {"epoch": state["best_epoch"], "split": "test", **metrics})
+            self.board.add("test", metrics, self.step)
+            self.board.close()
         return metrics
 
     # ------------------------------------------------------------------ files
