@@ -452,6 +452,7 @@ NEUTRAL_KEYS: dict[str, Any] = {
     "model.kpdm.tse_batchnorm": False,
     "model.grad_checkpointing": False,
     "data.text_aug": 0.0,
+    "train.compile": False,
 }
 
 
