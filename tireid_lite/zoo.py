@@ -40,7 +40,7 @@ import pandas as pd
 
 from tireid_lite import __version__
 from tireid_lite.cache_lock import fill_lock
-from tireid_lite.config import Config, apply_overrides, get_profile
+from tireid_lite.config import Config, apply_overrides, get_profile, hashed_dict
 from tireid_lite.cache import cache_dir
 from tireid_lite.errors import TIReIDError
 from tireid_lite.models.head import NEEDS_PAIR_WEIGHTS
@@ -95,8 +95,9 @@ def zoo_config(method: str, profile: str = "cpu", seed: int = 0, overrides: Sequ
 
 
 def model_key(cfg: Config) -> str:
-    """``<method>-<profile>-seed<seed>-<hash>``; the hash covers the whole config and the kit version."""
-    text = json.dumps({"config": cfg.to_dict(), "version": __version__}, sort_keys=True)
+    """``<method>-<profile>-seed<seed>-<hash>``; the hash covers the whole config (keys added later only when
+    set, :func:`~tireid_lite.config.hashed_dict`) and the kit version."""
+    text = json.dumps({"config": hashed_dict(cfg), "version": __version__}, sort_keys=True)
     digest = hashlib.sha256(text.encode()).hexdigest()[:10]
     return f"{cfg.model.method}-{cfg.profile}-seed{cfg.train.seed}-{digest}"
 

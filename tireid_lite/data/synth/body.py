@@ -12,7 +12,7 @@ import numpy as np
 
 from tireid_lite.data.synth.layout import ANKLE_V, HAND_V, HEAD_RU, HEAD_RV, HEAD_V, HIP_V, NECK_V, SHOULDER_V
 from tireid_lite.data.synth.materials import (
-    ARM_SKIN, BAG, BOTTOM, CLUTTER0, DETAIL, FACE, HAIR, HAT, LEG_SKIN, LOGO, PATTERN, SHOES, STRAP, TOP,
+    ARM_SKIN, BAG, BOTTOM, CARRIED, CLUTTER0, DETAIL, FACE, HAIR, HAT, LEG_SKIN, LOGO, PATTERN, SHOES, STRAP, TOP,
 )
 from tireid_lite.data.synth.painter import Painter
 from tireid_lite.data.synth.scene import Scene
@@ -113,6 +113,15 @@ def _draw_backpack(painter: Painter, u: np.ndarray, v: np.ndarray, g: dict[str, 
     band.paint(rect(u, band.v, g["bp_u0"], g["bp_u1"], 0.19, 0.42, on=on), BAG)
 
 
+def _draw_carried(painter: Painter, u: np.ndarray, v: np.ndarray, g: dict[str, np.ndarray]) -> None:
+    """A carried thing (vocabulary=rich) in hand A: a box of the thing's size around or below the hand."""
+    if not g["carried"].any():
+        return  # nobody in the batch carries anything: no paint at all
+    band = painter.band(v, HAND_V - 0.07, HAND_V + 0.42)
+    hand, hw = g["carried_u"], g["carried_hw"]
+    band.paint(rect(u, band.v, hand - hw, hand + hw, g["carried_v0"], g["carried_v1"], on=g["carried"]), CARRIED)
+
+
 def draw_person(painter: Painter, u: np.ndarray, v: np.ndarray, g: dict[str, np.ndarray]) -> None:
     """Paint one pedestrian per image, back to front.
 
@@ -127,6 +136,7 @@ def draw_person(painter: Painter, u: np.ndarray, v: np.ndarray, g: dict[str, np.
     _draw_side_bag(painter, u, v, g, on=side)  # in side views, the near arm is in front of the bag
     _draw_arm(painter, u, v, g, "a", on=np.ones_like(side))
     _draw_arm(painter, u, v, g, "b", on=~side)
+    _draw_carried(painter, u, v, g)
     _draw_head(painter, u, v, g)
     _draw_backpack(painter, u, v, g, on=g["backpack_front"])  # seen from the back
     _draw_side_bag(painter, u, v, g, on=~side)
