@@ -25,7 +25,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from tireid_lite.data.synth.attributes import CLOTHING_COLOURS, Identity, clothing_colour
+from tireid_lite.data.synth.attributes import (
+    Identity,
+    clothing_colour,
+)
 from tireid_lite.data.synth.rng import AnyRng, scalar_rng
 
 SHADE_PROB = 0.7  # chance that a coloured garment of a rich identity is a named shade of its colour
@@ -200,10 +203,11 @@ REMARKS: dict[str, tuple[str, ...]] = {
 }
 GROUNDING = {
     "drawn": ["colour shades (own RGB near the base colour)", "carried things (in the hand, own colour)",
-              "poses (from the drawn stride and arm swing)", "background remarks (occluder kind, distractor "
-              "people and their colours, clutter, lighting, background tone)"],
-    "caption_only": ["garment kinds", "materials", "fits", "pattern kinds (the drawing shows stripes, checks or "
-                     "a logo)", "accessories", "places"],
+              "poses (from the drawn stride and arm swing)",
+              ("background remarks (occluder kind, distractor people and their colours, clutter, lighting, "
+               "background tone)")],
+    "caption_only": ["garment kinds", "materials", "fits",
+                     "pattern kinds (the drawing shows stripes, checks or a logo)", "accessories", "places"],
 }
 COLOUR_FIELDS = ("hat_colour", "top_colour", "pattern_colour", "bottom_colour", "shoe_colour", "bag_colour")
 
