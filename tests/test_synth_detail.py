@@ -361,3 +361,15 @@ def test_detail_draw_is_deterministic(tmp_path, monkeypatch):
     other = files(generate_synth(tmp_path / "c", **{**params, "seed": 2}))
     assert other["reid_raw.json"] != first["reid_raw.json"]
     assert math.isclose(json.loads(first["attributes.json"])["params"]["knobs"]["person_scale"], 0.75)
+
+
+def test_cli_preset_and_a_flag_that_wins_over_it(tmp_path, capsys):
+    from tireid_lite.cli import main as tireid_main
+
+    out = tmp_path / "cli"
+    status = tireid_main(["synth", "--out", str(out), "--ids-train", "8", "--ids-val", "2", "--ids-test", "4",
+                          "--images-per-id", "2", "--size", "48x16", "--preset", "detail", "--rare-colours", "2",
+                          "--vocabulary", "rich"])
+    assert status == 0 and "SynthPEDES written" in capsys.readouterr().out
+    knobs = json.loads((out / "attributes.json").read_text())["params"]["knobs"]
+    assert knobs["rare_colours"] == 2 and knobs["vocabulary"] == "rich" and knobs["dark_fraction"] == 0.1
