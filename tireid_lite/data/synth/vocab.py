@@ -21,6 +21,9 @@ Taught in ``01_data``.
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,15 +216,15 @@ GROUNDING = {
 COLOUR_FIELDS = ("hat_colour", "top_colour", "pattern_colour", "bottom_colour", "shoe_colour", "bag_colour")
 
 
+@functools.lru_cache(maxsize=64)
+def _zipf_cdf(n: int, s: float) -> tuple[float, ...]:
+    return tuple(itertools.accumulate(1.0 / (k + 1) ** s for k in range(n)))
+
+
 def zipf_pick(rng: random.Random, options: tuple[str, ...], s: float = 1.0) -> str:
     """One of ``options``, the k-th with weight ``1 / (k + 1) ** s`` (the first most often)."""
-    weights = [1.0 / (k + 1) ** s for k in range(len(options))]
-    target = rng.random() * sum(weights)
-    for option, w in zip(options, weights):
-        target -= w
-        if target < 0:
-            return option
-    return options[-1]
+    cdf = _zipf_cdf(len(options), s)
+    return options[min(bisect.bisect_right(cdf, rng.random() * cdf[-1]), len(options) - 1)]
 
 
 @dataclass(frozen=True)
