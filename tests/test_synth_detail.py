@@ -28,6 +28,7 @@ from tireid_lite.config import (
 from tireid_lite.data.synth import (
     Identity,
     SynthKnobs,
+    caption_for,
     generate_synth,
     render_scene,
     sample_scene,
@@ -236,7 +237,7 @@ def test_rich_captions_use_the_identitys_detail(record, entries):
             for word in d["shades"].values():
                 shade_hits += word in text
             if "is the only person in the picture" in text:
-                assert next(i for i in record["images"] if i["file_path"] == entry["file_path"])["distractors"] == 0
+                assert "others" not in visible[entry["file_path"]]
     assert shade_hits > 100 and carried_hits > 10
 
 
@@ -308,6 +309,23 @@ def test_rare_colours_are_marked(record, entries):
     words = {w for r in marked.values() for w in r["words"]}
     test_captions = [c.lower() for e in entries if e["split"] == "test" for c in e["captions"]]
     assert sum(any(re.search(rf"\b{w}\b", c) for w in words) for c in test_captions) > 10
+
+
+def test_distractor_people_are_marked_and_never_contradicted(tmp_path):
+    root = generate_synth(tmp_path / "crowd", ids_train=30, ids_val=2, ids_test=4, images_per_id=4, seed=2,
+                          distractor_people=0.5)  # basic vocabulary
+    record = json.loads((root / "attributes.json").read_text())
+    crowded = {i["file_path"] for i in record["images"] if i["distractors"]}
+    assert crowded == {i["file_path"] for i in record["images"] if "others" in i["visible"]}
+    assert 0.3 < len(crowded) / len(record["images"]) < 0.7
+    who = identity_of(dict(gender="male", hair_style="bald", hair_colour=None, hat="none", hat_colour=None,
+                           top="shirt", top_colour="red", top_pattern="plain", pattern_colour=None, sleeves="long",
+                           bottom="trousers", bottom_colour="blue", shoe_colour="white", bag="none",
+                           bag_colour=None, bag_side=None, skin=1, build=1.0, stature=0.97))
+    rng = np.random.default_rng(0)  # with nothing to describe, the caption reaches 15 words with fillers
+    alone = [caption_for(who, "back", rng, visible=frozenset()) for _ in range(20)]
+    crowd = [caption_for(who, "back", rng, visible=frozenset({"others"})) for _ in range(20)]
+    assert all("only person" in c for c in alone) and not any("only person" in c for c in crowd)
 
 
 def test_distractor_people_and_person_scale():

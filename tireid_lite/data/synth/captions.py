@@ -204,9 +204,10 @@ def caption_for(
     """One caption, true of an image of ``identity`` seen from ``view``; randomness drawn from ``rng``.
 
     ``visible`` is the set of features the image shows (from the renderer;
-    ``"occluded"`` in it allows a sentence saying part of the body is hidden);
-    by default :func:`features_in_view`. Each visible attribute is mentioned
-    with probability ``coverage`` (at least two when there are two); attributes
+    ``"occluded"`` in it allows a sentence saying part of the body is hidden,
+    ``"others"`` says other people are drawn too, so the caption never calls
+    the person the only one); by default :func:`features_in_view`. Each
+    visible attribute is mentioned with probability ``coverage`` (at least two when there are two); attributes
     are then added or dropped until the caption has 15-40 words. ``rich``
     (vocabulary=rich) is the identity's :class:`~tireid_lite.data.synth.vocab.Detail`
     and the image's :class:`~tireid_lite.data.synth.vocab.SceneNotes`: shade
@@ -238,13 +239,13 @@ def caption_for(
     fillers = ["view", "occluded", "alone", "gender"]
     if "occluded" not in visible:
         fillers.remove("occluded")
+    if "others" in visible:  # a distractor person is drawn (knob distractor_people)
+        fillers.remove("alone")
     extras = [f for f in fillers if f in ("view", "occluded") and grammar_rng.random() < 0.3]
     notes: dict[str, str] = {}
     if rich is not None:
         notes = _rich_notes(identity, rich[0], rich[1], grammar_rng, visible, voice)
         extras += [k for k in notes if grammar_rng.random() < _NOTE_PROB[k]]
-        if "people" in rich[1].remarks:
-            fillers.remove("alone")
     plan = _Plan.draw(grammar_rng)
     while True:
         text = plan.compose(chosen, extras, phrases, voice, view, notes)

@@ -116,6 +116,8 @@ def _write_dataset(root: Path, params: SynthParams) -> int:
             rels = [f"{p.split}/{p.pid:0{width}d}/{p.pid:0{width}d}_{k:02d}.png" for p, k, _ in batch]
             pending.append(pool.submit(_write_images, root, rels, drawn.images, drawn.parts))
             for rel, (p, _, view), visible, scene in zip(rels, batch, drawn.visible, scenes):
+                if scene.distractors:
+                    visible = visible | {"others"}  # other people in the picture: never "the only person"
                 rich = None if p.detail is None else (p.detail, scene_notes(scene, visible))
                 captions = _captions(p.identity, view, visible, knobs, caption_draws, rich)
                 entries.append({

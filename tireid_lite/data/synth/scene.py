@@ -110,15 +110,15 @@ def _occluder(rng: random.Random) -> tuple[float, ...]:
     return (-1.0, y0, 2.0, y0 + rng.uniform(0.06, 0.14), *colour)
 
 
-def _distractor(rng: random.Random) -> tuple[tuple[tuple[float, ...], ...], str]:
+def _distractor(rng: random.Random, zipf: float) -> tuple[tuple[tuple[float, ...], ...], str]:
     """A smaller person standing further back: head, torso and legs shapes, and the top's colour name."""
     h = rng.uniform(0.3, 0.55)  # height, fraction of the image height
     cx, feet = rng.uniform(0.05, 0.95), rng.uniform(0.5, 0.85)
     top = feet - h
     skin = tuple(float(c) for c in SKIN_TONES[rng.randrange(len(SKIN_TONES))])
-    top_name = clothing_colour(rng)
+    top_name = clothing_colour(rng, zipf)
     torso = tuple(float(c) for c in _CLOTHING_RGB[top_name])
-    legs = tuple(float(c) for c in _CLOTHING_RGB[clothing_colour(rng)])
+    legs = tuple(float(c) for c in _CLOTHING_RGB[clothing_colour(rng, zipf)])
     w = h  # the image is a third as wide as high: a width fraction of h is a third of the height
     return (
         (0.0, cx - 0.2 * w, top + 0.5 * h, cx + 0.2 * w, feet, *legs),
@@ -148,7 +148,7 @@ def _with_detail_knobs(scene: Scene, r: random.Random, knobs: SynthKnobs) -> Sce
         height = scene.height * r.uniform(knobs.person_scale, 1.0)
         changes.update(height=height, top=scene.top + scene.height - height)
     if knobs.distractor_people > 0 and r.random() < knobs.distractor_people:
-        shapes, colour = _distractor(r)
+        shapes, colour = _distractor(r, knobs.colour_zipf)
         changes.update(clutter=scene.clutter + shapes, distractors=1, distractor_colour=colour)
     if scene.difficulty == "dark":
         changes["brightness"] = scene.brightness * r.uniform(0.3, 0.45)

@@ -360,7 +360,7 @@ def scene_notes(scene: Any, visible: frozenset[str]) -> SceneNotes:
     shapes = len(scene.clutter) - 3 * scene.distractors
     if shapes >= 5:
         remarks.append("busy")
-    elif shapes == 0 and not scene.distractors:
+    elif shapes == 0 and not scene.distractors and scene.occluder is None:
         remarks.append("plain")
     if scene.brightness < 0.6:
         remarks.append("dark")
