@@ -241,6 +241,31 @@ def test_rich_captions_use_the_identitys_detail(record, entries):
     assert shade_hits > 100 and carried_hits > 10
 
 
+def test_every_colour_a_rich_caption_names_is_in_the_picture(record, entries):
+    """Colour terms (base names, synonyms, shades, tail colours) belong to the identity's garments, hair,
+    carried thing, or the distractor person the image shows."""
+    synonyms = {c.name: (c.name, *c.synonyms) for c in (*CLOTHING_COLOURS, *HAIR_COLOURS, *RARE_COLOURS)}
+    terms = {w for words in synonyms.values() for w in words}
+    terms |= {w for table in (SHADES, HAIR_SHADES) for shades in table.values() for w, _ in shades}
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, terms), key=len, reverse=True)) + r")\b")
+    people = {p["id"]: p for p in record["identities"]}
+    images = {i["file_path"]: i for i in record["images"]}
+    fields = ("hair_colour", "hat_colour", "top_colour", "pattern_colour", "bottom_colour", "shoe_colour",
+              "bag_colour")
+    checked = 0
+    for entry in entries:
+        person, image = people[entry["id"]], images[entry["file_path"]]
+        allowed = {w for f in fields if person[f] for w in synonyms[person[f]]}
+        allowed |= set(person["detail"]["shades"].values())
+        for extra in (person["detail"]["carried_colour"], image["distractor_colour"]):
+            allowed |= set(synonyms.get(extra or "", ()))
+        for caption in entry["captions"]:
+            found = pattern.findall(caption.lower())
+            assert set(found) <= allowed, (caption, set(found) - allowed)
+            checked += len(found)
+    assert checked > 2000
+
+
 def test_scene_notes_follow_the_drawing():
     who = identity_of({**dict(gender="male", hair_style="short", hair_colour="black", hat="none", hat_colour=None,
                               top="shirt", top_colour="red", top_pattern="plain", pattern_colour=None,

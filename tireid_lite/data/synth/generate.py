@@ -32,7 +32,8 @@ empty defaults):
   garment kinds, materials, fits, pattern word, accessory, carried thing and
   its colour; the top-level ``vocabulary`` says what is drawn and what is
   caption-only, and counts the words of the captions;
-- per image ``distractors`` (``distractor_people``): smaller people drawn behind.
+- per image ``distractors`` (``distractor_people``): smaller people drawn behind,
+  and ``distractor_colour``, the colour of the distractor's top (or null).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def _write_dataset(root: Path, params: SynthParams) -> int:
                 image = {"file_path": rel, "id": p.pid, "view": view, "visible": sorted(visible)}
                 if knobs.distractor_people > 0:
                     image["distractors"] = scene.distractors
+                    image["distractor_colour"] = scene.distractor_colour or None
                 image_records.append(image)
             while len(pending) > WRITER_THREADS:  # bound the batches held in memory; re-raise writer errors
                 pending.pop(0).result()

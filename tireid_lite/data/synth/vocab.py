@@ -57,7 +57,7 @@ SHADES: dict[str, tuple[tuple[str, tuple[int, int, int]], ...]] = {
              ("marine blue", (20, 56, 100))),
     "brown": (("chocolate", (88, 50, 28)), ("tan", (150, 100, 60)), ("chestnut", (132, 60, 34)),
               ("mocha", (122, 90, 68)), ("caramel", (162, 98, 48)), ("rust", (160, 72, 34)),
-              ("walnut", (98, 66, 46)), ("coffee", (78, 58, 44))),
+              ("walnut", (98, 66, 46)), ("coffee brown", (78, 58, 44))),
     "green": (("olive green", (90, 130, 48)), ("emerald", (20, 152, 92)), ("forest green", (28, 98, 44)),
               ("mint green", (70, 182, 102)), ("jade", (32, 162, 124)), ("moss green", (70, 110, 52)),
               ("kelly green", (50, 166, 56))),
