@@ -39,6 +39,7 @@ from tireid_lite.data.synth.attributes import (
     HAIR_COLOURS,
     RARE_COLOURS,
     attribute_differences,
+    colour_swap,
 )
 from tireid_lite.data.synth.knobs import (
     DETAIL_KNOBS,
@@ -309,6 +310,20 @@ def test_colour_swap_pairs(record, detail):
         assert [getattr(b, second), getattr(b, first)] == swap["colours"]
         assert sorted(attribute_differences(a, b)) == sorted(swap["garments"])
     assert read_markings(detail).colour_swap_pairs[0].ids == tuple(swaps[0]["ids"])
+
+
+def test_a_colour_swap_is_drawn_swapped():
+    base = identity_of(dict(gender="male", hair_style="short", hair_colour="black", hat="none", hat_colour=None,
+                            top="t-shirt", top_colour="red", top_pattern="plain", pattern_colour=None,
+                            sleeves="short", bottom="trousers", bottom_colour="blue", shoe_colour="white",
+                            bag="none", bag_colour=None, bag_side=None, skin=1, build=1.0, stature=0.97))
+    swapped = colour_swap(base, "top_colour", "bottom_colour")
+    assert (swapped.top_colour, swapped.bottom_colour) == ("blue", "red")
+    for who, top, bottom in ((base, (196, 34, 40), (45, 88, 195)), (swapped, (45, 88, 195), (196, 34, 40))):
+        image, parts, _ = render_scene(sample_scene(who, "front", np.random.default_rng(0), QUIET))
+        assert {tuple(p) for p in image[parts == PART["upper_clothes"]]} == {top}
+        assert {tuple(p) for p in image[parts == PART["lower_clothes"]]} == {bottom}
+    assert colour_swap(base, "top_colour", "top_colour") is None
 
 
 def test_rare_colours_are_rare_in_train_only():
