@@ -26,6 +26,7 @@ from tireid_lite.data.synth.vocab import Detail, draw_detail, partner_detail
 from tireid_lite.errors import ConfigError
 
 GENERATOR_VERSION = 1  # bump when the same parameters would produce different files
+DETAIL_VERSION = 2  # the same, for draws with a detail knob on (recorded only for them)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class SynthParams:
 
     def record(self) -> dict[str, Any]:
         """The parameters as plain JSON values (written to ``attributes.json``, hashed for the cache key)."""
-        return {
+        record: dict[str, Any] = {
             "generator_version": GENERATOR_VERSION,
             "ids_train": self.ids_train,
             "ids_val": self.ids_val,
@@ -110,6 +111,9 @@ class SynthParams:
             "seed": self.seed,
             "knobs": self.knobs.as_dict(),
         }
+        if self.knobs.detail_on:
+            record["detail_version"] = DETAIL_VERSION
+        return record
 
     def cache_key(self) -> str:
         """A short hash of :meth:`record`: equal parameters, equal key."""
