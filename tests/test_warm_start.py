@@ -93,7 +93,8 @@ def test_the_key_follows_what_the_towers_depend_on_only(cfg):
     key = warm_start_key(cfg, tokenizer)
     same = ["model.method=irra", "train.seed=3", "data.noise_rate=0.2", "train.num_epochs=4"]
     assert all(warm_start_key(apply_overrides(get_profile("cpu"), [*TINY, s]), tokenizer) == key for s in same)
-    other = ["model.warm_start_steps=7", "model.image_width=16", "train.lr=0.0005", "data.synth_seed=1"]
+    other = ["model.warm_start_steps=7", "model.image_width=16", "train.lr=0.0005", "data.synth_seed=1",
+             "data.synth_preset=detail", "data.synth_dark_fraction=0.2"]
     assert all(warm_start_key(apply_overrides(get_profile("cpu"), [*TINY, s]), tokenizer) != key for s in other)
 
 

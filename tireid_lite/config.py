@@ -37,7 +37,7 @@ class DataConfig:
     image_size: tuple[int, int] = (96, 32)  # (height, width), 3:1
     max_length: int = 64  # caption tokens, start and end included
     tokenizer: str = "word"  # word (trained on the captions) | clip (from model.pretrained_dir)
-    sampler: str = "random"  # random | identity (P identities x K pairs)
+    sampler: str = "random"  # random | identity (P identities x K pairs) | hard_negative (partners together)
     num_instances: int = 4  # K for the identity sampler
     num_workers: int = 0
     flip_p: float = 0.5
@@ -53,6 +53,24 @@ class DataConfig:
     synth_ids_test: int = 200
     synth_images_per_id: int = 4
     synth_seed: int = 0
+    # SynthPEDES detail knobs (tireid_lite.data.synth.knobs), off by default; a knob key away from its default
+    # wins over the preset. synth_preset=detail switches all of them on (see data_setup/README.md).
+    synth_preset: str = "none"  # none | detail
+    synth_vocabulary: str = "basic"  # basic (about 110 words) | rich (over 500: shades, kinds, materials, poses...)
+    synth_train_hard_negative_fraction: float = 0.0  # train identities in hard-negative pairs (val/test: 0.5)
+    synth_colour_swap_fraction: float = 0.0  # identities in colour-swap pairs, per split
+    synth_rare_colours: int = 0  # tail colours, rare in train and common in val/test (0-6)
+    synth_distractor_people: float = 0.0  # chance of a smaller second person in the background
+    synth_person_scale: float = 1.0  # the pedestrian's height scaled by a factor in [this, 1]
+    synth_dark_fraction: float = 0.0  # identities whose every image is dark
+    synth_occluded_fraction: float = 0.0  # identities whose every image has a large occluder
+
+
+SYNTH_PRESETS = ("none", "detail")  # the names of tireid_lite.data.synth.knobs.PRESETS
+SYNTH_DETAIL_KEYS = (
+    "synth_vocabulary", "synth_train_hard_negative_fraction", "synth_colour_swap_fraction", "synth_rare_colours",
+    "synth_distractor_people", "synth_person_scale", "synth_dark_fraction", "synth_occluded_fraction",
+)
 
 
 @dataclass
@@ -343,7 +361,11 @@ def validate(cfg: Config) -> Config:
         ("data.dataset", cfg.data.dataset in ("cuhk-pedes", "icfg-pedes", "rstpreid", "synth"),
          "one of cuhk-pedes, icfg-pedes, rstpreid, synth"),
         ("data.tokenizer", cfg.data.tokenizer in ("word", "clip"), "word or clip"),
-        ("data.sampler", cfg.data.sampler in ("random", "identity"), "random or identity"),
+        ("data.sampler", cfg.data.sampler in ("random", "identity", "hard_negative"),
+         ("random, identity or hard_negative (partners in the same batch; needs SynthPEDES with "
+          "data.synth_train_hard_negative_fraction > 0 or data.synth_preset=detail)")),
+        ("data.synth_preset", cfg.data.synth_preset in SYNTH_PRESETS, f"one of {', '.join(SYNTH_PRESETS)}"),
+        ("data.synth_vocabulary", cfg.data.synth_vocabulary in ("basic", "rich"), "basic or rich"),
         ("model.text_kind", cfg.model.text_kind in ("bert", "clip"), "bert or clip"),
         ("model.image_pool", cfg.model.image_pool in ("cls", "mean"), "cls or mean"),
         ("model.text_pool", cfg.model.text_pool in ("eot", "mean"), "eot or mean"),
@@ -415,6 +437,14 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+# Keys added after models were trained and cached: a saved config without one means its default, and a
+# key at its default stays out of a config's hash (hashed_dict), so adding one kept every cached model's key.
+DEFAULT_WHEN_ABSENT: dict[str, Any] = {
+    f"data.{f.name}": f.default for f in dataclasses.fields(DataConfig)
+    if f.name in ("synth_preset", *SYNTH_DETAIL_KEYS)
+}
+
+
 def _raise_first_failed(cfg: Config, checks: list[tuple[str, bool, str]]) -> None:
     for key, ok, expected in checks:
         if not ok:
@@ -453,6 +483,7 @@ NEUTRAL_KEYS: dict[str, Any] = {
     "model.grad_checkpointing": False,
     "data.text_aug": 0.0,
     "train.compile": False,
+    **DEFAULT_WHEN_ABSENT,  # SynthPEDES's detail knobs
 }
 
 
@@ -472,9 +503,8 @@ def identity_dict(cfg: Config) -> dict[str, Any]:
 
 def config_differences(saved: dict[str, Any], given: dict[str, Any], free: tuple[str, ...] = ()) -> list[str]:
     """``key: saved -> given`` for every dotted key (outside ``free``) whose value differs; a
-    :data:`NEUTRAL_KEYS` key absent from ``saved`` counts as holding its neutral value."""
-    old, new = flatten(saved), flatten(given)
-    old = {**{k: v for k, v in NEUTRAL_KEYS.items() if k not in old and k in new}, **old}
+    :data:`NEUTRAL_KEYS` key absent from either side counts as holding its neutral value."""
+    old, new = ({**NEUTRAL_KEYS, **flatten(values)} for values in (saved, given))
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(set(old) | set(new))

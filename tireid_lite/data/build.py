@@ -103,6 +103,7 @@ def dataset_root(cfg: Config) -> Path:
         return Path(cfg.data.root).expanduser()
     if cfg.data.dataset == "synth":
         from tireid_lite.data.synth import ensure_synth
+        from tireid_lite.data.synth.knobs import knobs_from_config
 
         return Path(
             ensure_synth(
@@ -112,6 +113,7 @@ def dataset_root(cfg: Config) -> Path:
                 images_per_id=cfg.data.synth_images_per_id,
                 size=tuple(cfg.data.image_size),
                 seed=cfg.data.synth_seed,
+                **knobs_from_config(cfg.data),
             )
         )
     raise ConfigError(

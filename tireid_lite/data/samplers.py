@@ -1,4 +1,4 @@
-"""The identity-balanced batch sampler: P identities x K pairs per batch.
+"""Batch samplers: identity-balanced (P identities x K pairs) and hard-negative partners together.
 
 Taught in the baseline notebook (``02``), where the sampler is one of the settings.
 The training loader built on it (random or identity batches, split across DDP
@@ -13,16 +13,28 @@ than K waits for another epoch), then batches take one group from each of P iden
 drawn at random among those with groups left, until fewer than P remain. The order
 depends only on ``(seed, epoch)``, so training resumed at epoch e sees the same batches.
 
+:class:`HardNegativeSampler` (``data.sampler=hard_negative``) puts hard-negative
+partners into the same batch: identities that differ in one attribute (and
+colour-swap pairs), listed in SynthPEDES's ``attributes.json``
+(:func:`train_partners`). Each epoch, every partner pair's training pairs are
+shuffled and zipped into two-item units (one of each identity); all other
+training pairs are one-item units; the units are shuffled and packed into
+batches of ``batch_size`` items (a unit that would overflow a batch starts the
+next one), so a batch holds each unit's two partners together, and each pair
+at most once per epoch. The order depends only on ``(seed, epoch)``.
+
 Under DDP the training loader splits each of these (global) batches across processes.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
 
+from tireid_lite.data.synth.markings import read_markings
 from tireid_lite.errors import ConfigError
 
 
@@ -106,3 +118,91 @@ class IdentityBalancedSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         """Batches in the current epoch (it can differ by one or two between epochs)."""
         return len(self._epoch_batches())
+
+
+class HardNegativeSampler(Sampler[list[int]]):
+    """A batch sampler that draws hard-negative partners into the same batch (see the module docstring)."""
+
+    def __init__(
+        self,
+        pids: Sequence[int] | np.ndarray,
+        partners: Sequence[tuple[int, int]],
+        batch_size: int,
+        seed: int = 0,
+    ) -> None:
+        if batch_size < 2:
+            raise ConfigError(f"batch_size={batch_size} cannot hold a pair of partners; use at least 2")
+        pid_array = np.asarray(pids, dtype=np.int64)
+        if pid_array.ndim != 1 or len(pid_array) < batch_size:
+            raise ConfigError(
+                f"the hard-negative sampler needs at least batch_size={batch_size} training pairs; "
+                f"got {len(pid_array)}"
+            )
+        self.batch_size, self.seed = batch_size, seed
+        self.epoch = 0
+        order = np.argsort(pid_array, kind="stable")
+        unique, starts = np.unique(pid_array[order], return_index=True)
+        members = dict(zip(unique.tolist(), np.split(order, starts[1:])))
+        self.pairs: list[tuple[int, int]] = []  # partner pairs whose both identities are in training
+        paired: set[int] = set()
+        for a, b in partners:
+            a, b = int(a), int(b)
+            if a in members and b in members and a not in paired and b not in paired:
+                self.pairs.append((a, b))
+                paired.update((a, b))
+        if not self.pairs:
+            raise ConfigError(
+                "data.sampler=hard_negative found no hard-negative partners among the training identities; "
+                "draw SynthPEDES with partners in train (data.synth_train_hard_negative_fraction > 0, or "
+                "data.synth_preset=detail) or use data.sampler=random"
+            )
+        self._members = members
+        self._singles = np.sort(np.concatenate(
+            [m for pid, m in members.items() if pid not in paired] or [np.zeros(0, dtype=np.int64)]
+        ))
+        self._cached: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's batches from ``(seed, epoch)``; call it before each epoch."""
+        self.epoch = int(epoch)
+
+    def all_batches(self, epoch: int) -> list[list[int]]:
+        """Every batch of ``epoch`` (full batches only)."""
+        rng = np.random.default_rng([self.seed, epoch, 0x484E])  # a stream of its own
+        units: list[list[int]] = [[int(i)] for i in self._singles]
+        for a, b in self.pairs:
+            left, right = rng.permutation(self._members[a]), rng.permutation(self._members[b])
+            n = min(len(left), len(right))
+            units += [[int(x), int(y)] for x, y in zip(left[:n], right[:n])]
+            units += [[int(x)] for x in left[n:]] + [[int(y)] for y in right[n:]]
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        waiting: list[list[int]] = []  # units that did not fit the batch being filled
+        for k in rng.permutation(len(units)):
+            unit = units[k]
+            if len(batch) + len(unit) > self.batch_size:
+                waiting.append(unit)
+                continue
+            batch += unit
+            if len(batch) == self.batch_size:
+                batches.append(batch)
+                batch = []
+                while waiting and len(batch) + len(waiting[0]) <= self.batch_size:
+                    batch += waiting.pop(0)
+        return batches
+
+    def _epoch_batches(self) -> list[list[int]]:
+        if self._cached is None or self._cached[0] != self.epoch:
+            self._cached = (self.epoch, self.all_batches(self.epoch))
+        return self._cached[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._epoch_batches())
+
+    def __len__(self) -> int:
+        return len(self._epoch_batches())
+
+
+def train_partners(root: str | os.PathLike[str]) -> list[tuple[int, int]]:
+    """The training identities' partner pairs of the SynthPEDES at ``root`` (hard negatives, colour swaps)."""
+    return read_markings(root).partners("train")

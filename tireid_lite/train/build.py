@@ -17,6 +17,7 @@ DDP run match a single-process one. Taught in ``02_baseline_irra``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -26,7 +27,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tireid_lite.checkpoint import STREAM_BATCH_ORDER, STREAM_ITEM, derive_seed
 from tireid_lite.config import Config
 from tireid_lite.data.build import Data, build_data
-from tireid_lite.data.samplers import IdentityBalancedSampler
+from tireid_lite.data.samplers import (
+    HardNegativeSampler,
+    IdentityBalancedSampler,
+    train_partners,
+)
 from tireid_lite.errors import ConfigError
 from tireid_lite.models.head import NEEDS_PART_MAPS
 from tireid_lite.models.methods import method_needs
@@ -84,7 +89,8 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
     """This rank's share of every global batch of the epoch, as ``(epoch, index)`` keys.
 
     Global batches hold ``batch_size`` items: a shuffle of all items cut into
-    batches, or (with ``pids``) the identity sampler's P x K batches; both drawn
+    batches, or (with ``pids``) the identity sampler's P x K batches, or (with
+    ``pids`` and ``partners``) the hard-negative sampler's batches; all drawn
     from ``(seed, epoch)``, the last incomplete batch dropped. With
     ``fraction < 1`` an epoch is only the first ``round(fraction * batches)``
     of them (at least one), a different random share of the pairs each epoch.
@@ -100,6 +106,7 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         seed: int,
         pids: np.ndarray | None = None,
         num_instances: int = 4,
+        partners: list[tuple[int, int]] | None = None,
         rank: int = 0,
         world_size: int = 1,
         fraction: float = 1.0,
@@ -112,7 +119,7 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
                 f"use a multiple of {world_size} (the batch size is global, split across processes)"
             )
         self.per_rank = batch_size // world_size
-        if pids is not None and self.per_rank % num_instances:
+        if pids is not None and partners is None and self.per_rank % num_instances:
             raise ConfigError(
                 f"config key 'train.batch_size' is {batch_size}: each of {world_size} processes gets "
                 f"{self.per_rank} items, not a multiple of data.num_instances={num_instances}; "
@@ -126,9 +133,11 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.fraction = float(fraction)
-        self.identity = (
-            IdentityBalancedSampler(pids, batch_size, num_instances, seed, drop_last=True) if pids is not None else None
-        )
+        self.identity: IdentityBalancedSampler | HardNegativeSampler | None = None
+        if pids is not None and partners is not None:
+            self.identity = HardNegativeSampler(pids, partners, batch_size, seed)
+        elif pids is not None:
+            self.identity = IdentityBalancedSampler(pids, batch_size, num_instances, seed, drop_last=True)
         self.epoch = 1
         self._cached: tuple[int, list[list[int]]] | None = None
 
@@ -174,19 +183,29 @@ def build_train_loader(
     Call :func:`set_loader_epoch` before each epoch. ``train_set`` needs a
     ``pids`` array for the identity sampler (as ``TrainPairsDataset`` has).
     """
-    pids = None
-    if cfg.data.sampler == "identity":
+    pids, partners = None, None
+    if cfg.data.sampler in ("identity", "hard_negative"):
         pids = getattr(train_set, "pids", None)
         if pids is None:
             raise ConfigError(
-                f"data.sampler 'identity' needs a dataset with a pids array; {type(train_set).__name__} has none"
+                f"data.sampler {cfg.data.sampler!r} needs a dataset with a pids array; "
+                f"{type(train_set).__name__} has none"
             )
+    if cfg.data.sampler == "hard_negative":
+        root = getattr(getattr(train_set, "dataset", None), "root", None)
+        if root is None or not (Path(root) / "attributes.json").is_file():
+            raise ConfigError(
+                "data.sampler 'hard_negative' reads the partner pairs of SynthPEDES's attributes.json, which this "
+                "dataset does not have; use data.dataset=synth with data.synth_preset=detail, or another sampler"
+            )
+        partners = train_partners(root)
     batches = GlobalBatchSampler(
         len(train_set),
         cfg.train.batch_size,
         seed=cfg.train.seed,
         pids=pids,
         num_instances=cfg.data.num_instances,
+        partners=partners,
         rank=rank,
         world_size=world_size,
         fraction=cfg.train.epoch_fraction,

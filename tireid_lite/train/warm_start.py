@@ -54,7 +54,7 @@ from tireid_lite.cache import cache_dir
 from tireid_lite.cache_lock import fill_lock
 from tireid_lite.config import Config, apply_overrides, config_from_dict
 from tireid_lite.data.readers import read_dataset
-from tireid_lite.data.synth.knobs import SynthKnobs
+from tireid_lite.data.synth.knobs import SynthKnobs, knobs_from_config
 from tireid_lite.data.torch_data import GalleryDataset, QueryDataset, TrainPairsDataset
 from tireid_lite.data.transforms import build_transforms
 from tireid_lite.errors import ConfigError, TIReIDError
@@ -100,11 +100,13 @@ def draw_params(cfg: Config) -> dict[str, Any]:
     """
     d = cfg.data
     params: dict[str, Any] = {"ids_train": d.synth_ids_train, "ids_val": d.synth_ids_val, "ids_test": d.synth_ids_test,
-                              "images_per_id": d.synth_images_per_id, "seed": d.synth_seed, "knobs": {}}
+                              "images_per_id": d.synth_images_per_id, "seed": d.synth_seed,
+                              "knobs": knobs_from_config(d)}
     if d.root:
         recorded = _recorded_params(Path(d.root).expanduser() / "attributes.json")
         if recorded is not None:
             params.update(recorded)
+    params["knobs"] = SynthKnobs.from_kwargs(**params["knobs"]).as_dict()  # one spelling: 4 and 4.0 alike
     return params
 
 
@@ -113,8 +115,10 @@ def _recorded_params(path: Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))["params"]
         params = {name: int(record[name]) for name in ("ids_train", "ids_val", "ids_test", "images_per_id", "seed")}
-        params["knobs"] = {str(k): float(v) for k, v in dict(record.get("knobs", {})).items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        params["knobs"] = {str(k): v if isinstance(v, str) else float(v)
+                           for k, v in dict(record.get("knobs", {})).items()}
+        SynthKnobs.from_kwargs(**params["knobs"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ConfigError):
         return None
     return params
 

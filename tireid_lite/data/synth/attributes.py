@@ -51,6 +51,19 @@ CLOTHING_COLOURS: tuple[Colour, ...] = (
     Colour("purple", (116, 54, 152)),
     Colour("orange", (236, 124, 34)),
 )
+# The rare-colour tail (knob ``rare_colours``): colours outside the default palette, drawn with a small
+# fixed probability each (RARE_TRAIN_PROB in train, RARE_EVAL_PROB in val and test) before the Zipf draw.
+RARE_COLOURS: tuple[Colour, ...] = (
+    Colour("teal", (16, 128, 128)),
+    Colour("maroon", (112, 22, 40)),
+    Colour("turquoise", (64, 204, 192)),
+    Colour("lime", (160, 214, 40)),
+    Colour("magenta", (204, 36, 156)),
+    Colour("gold", (212, 168, 36)),
+)
+RARE_TRAIN_PROB = 0.002
+RARE_EVAL_PROB = 0.03
+ALL_CLOTHING_COLOURS: tuple[Colour, ...] = CLOTHING_COLOURS + RARE_COLOURS
 HAIR_COLOURS: tuple[Colour, ...] = (
     Colour("black", (22, 20, 20)),
     Colour("brown", (86, 56, 30)),
@@ -145,8 +158,27 @@ def _colour_cdf(zipf: float) -> tuple[float, ...]:
     return tuple(float(x) for x in np.cumsum(colour_probs(zipf)))
 
 
-def clothing_colour(rng: AnyRng, zipf: float = 1.0, avoid: str | None = None) -> str:
-    """A clothing colour drawn with the Zipf-like frequencies of :func:`colour_probs`, never ``avoid``."""
+@dataclass(frozen=True)
+class ColourTail:
+    """Rare colours: each is drawn with probability ``prob`` before the Zipf draw of the common ones."""
+
+    names: tuple[str, ...]
+    prob: float
+
+
+def clothing_colour(
+    rng: AnyRng, zipf: float = 1.0, avoid: str | None = None, tail: ColourTail | None = None
+) -> str:
+    """A clothing colour drawn with the Zipf-like frequencies of :func:`colour_probs`, never ``avoid``.
+
+    With a ``tail``, one uniform draw first picks each rare colour with probability ``tail.prob``.
+    """
+    while tail is not None and tail.names:
+        k = int(rng.random() / tail.prob)
+        if k >= len(tail.names):
+            break
+        if tail.names[k] != avoid:
+            return tail.names[k]
     cdf = _colour_cdf(float(zipf))
     while True:
         index = min(bisect.bisect_right(cdf, rng.random() * cdf[-1]), len(cdf) - 1)
@@ -154,8 +186,8 @@ def clothing_colour(rng: AnyRng, zipf: float = 1.0, avoid: str | None = None) ->
             return CLOTHING_COLOURS[index].name
 
 
-def sample_identity(rng: np.random.Generator, zipf: float = 1.0) -> Identity:
-    """Draw one identity; clothing colours follow :func:`colour_probs` with exponent ``zipf``."""
+def sample_identity(rng: np.random.Generator, zipf: float = 1.0, tail: ColourTail | None = None) -> Identity:
+    """Draw one identity; clothing colours follow :func:`colour_probs` with exponent ``zipf`` (and ``tail``)."""
     gender = _pick(rng, GENDERS, (0.5, 0.5))
     male = gender == "male"
     hair_style = _pick(rng, HAIR_STYLES, (0.72, 0.10, 0.06, 0.12) if male else (0.22, 0.52, 0.26, 0.0))
@@ -165,7 +197,7 @@ def sample_identity(rng: np.random.Generator, zipf: float = 1.0) -> Identity:
     top = _pick(rng, TOPS, (0.30, 0.20, 0.15, 0.20, 0.15))
     short_sleeve_prob = {"t-shirt": 0.8, "shirt": 0.5}.get(top, 0.0)
     sleeves = _pick(rng, SLEEVES, (short_sleeve_prob, 1.0 - short_sleeve_prob))
-    top_colour = clothing_colour(rng, zipf)
+    top_colour = clothing_colour(rng, zipf, tail=tail)
     top_pattern = _pick(rng, PATTERNS, (0.55, 0.2, 0.15, 0.1))
     bottom = _pick(rng, BOTTOMS, (0.76, 0.24, 0.0) if male else (0.5, 0.2, 0.3))
     bag = _pick(rng, BAGS, (0.35, 0.30, 0.20, 0.15))
@@ -174,17 +206,17 @@ def sample_identity(rng: np.random.Generator, zipf: float = 1.0) -> Identity:
         hair_style=hair_style,
         hair_colour=hair_colour,
         hat=hat,
-        hat_colour=None if hat == "none" else clothing_colour(rng, zipf),
+        hat_colour=None if hat == "none" else clothing_colour(rng, zipf, tail=tail),
         top=top,
         top_colour=top_colour,
         top_pattern=top_pattern,
-        pattern_colour=None if top_pattern == "plain" else clothing_colour(rng, zipf, avoid=top_colour),
+        pattern_colour=None if top_pattern == "plain" else clothing_colour(rng, zipf, avoid=top_colour, tail=tail),
         sleeves=sleeves,
         bottom=bottom,
-        bottom_colour=clothing_colour(rng, zipf),
-        shoe_colour=clothing_colour(rng, zipf),
+        bottom_colour=clothing_colour(rng, zipf, tail=tail),
+        shoe_colour=clothing_colour(rng, zipf, tail=tail),
         bag=bag,
-        bag_colour=None if bag == "none" else clothing_colour(rng, zipf),
+        bag_colour=None if bag == "none" else clothing_colour(rng, zipf, tail=tail),
         bag_side=_pick(rng, SIDES, (0.5, 0.5)) if bag in ("shoulder bag", "handbag") else None,
         skin=int(rng.integers(len(SKIN_TONES))),
         build=round(float(rng.uniform(0.9, 1.1)), 3),
@@ -193,13 +225,14 @@ def sample_identity(rng: np.random.Generator, zipf: float = 1.0) -> Identity:
 
 
 def sample_identities(
-    n: int, rng: np.random.Generator, zipf: float = 1.0, taken: set[tuple[Any, ...]] | None = None
+    n: int, rng: np.random.Generator, zipf: float = 1.0, taken: set[tuple[Any, ...]] | None = None,
+    tail: ColourTail | None = None,
 ) -> list[Identity]:
     """Draw ``n`` identities whose described attributes are new (not in ``taken``, which is updated)."""
     taken = set() if taken is None else taken
     out: list[Identity] = []
     while len(out) < n:
-        identity = sample_identity(rng, zipf)
+        identity = sample_identity(rng, zipf, tail)
         if identity.described() not in taken:
             taken.add(identity.described())
             out.append(identity)
@@ -218,7 +251,9 @@ def applicable_edits(identity: Identity) -> tuple[str, ...]:
     return tuple(e for e in HARD_NEGATIVE_EDITS if e in edits)
 
 
-def apply_edit(identity: Identity, edit: str, rng: np.random.Generator, zipf: float = 1.0) -> Identity:
+def apply_edit(
+    identity: Identity, edit: str, rng: np.random.Generator, zipf: float = 1.0, tail: ColourTail | None = None
+) -> Identity:
     """A partner of ``identity`` that differs in the one attribute ``edit`` names.
 
     ``hat`` adds a hat (type and colour) to a bare head or removes one; the
@@ -231,7 +266,7 @@ def apply_edit(identity: Identity, edit: str, rng: np.random.Generator, zipf: fl
     if edit == "hat":
         if identity.hat == "none":
             return dataclasses.replace(
-                identity, hat=_pick(rng, HATS[1:], (0.6, 0.4)), hat_colour=clothing_colour(rng, zipf)
+                identity, hat=_pick(rng, HATS[1:], (0.6, 0.4)), hat_colour=clothing_colour(rng, zipf, tail=tail)
             )
         return dataclasses.replace(identity, hat="none", hat_colour=None)
     if edit == "bag_side":
@@ -240,7 +275,7 @@ def apply_edit(identity: Identity, edit: str, rng: np.random.Generator, zipf: fl
         names = tuple(c.name for c in HAIR_COLOURS if c.name != identity.hair_colour)
         return dataclasses.replace(identity, hair_colour=names[int(rng.integers(len(names)))])
     current = getattr(identity, edit)
-    return dataclasses.replace(identity, **{edit: clothing_colour(rng, zipf, avoid=current)})
+    return dataclasses.replace(identity, **{edit: clothing_colour(rng, zipf, avoid=current, tail=tail)})
 
 
 def attribute_differences(a: Identity, b: Identity) -> list[str]:
@@ -259,3 +294,21 @@ def attribute_differences(a: Identity, b: Identity) -> list[str]:
         if getattr(a, name) != getattr(b, name):
             diffs.append(name)
     return diffs
+
+
+# Garment colours a colour-swap pair exchanges (knob ``colour_swap_fraction``).
+SWAP_GARMENTS: tuple[tuple[str, str], ...] = (
+    ("top_colour", "bottom_colour"), ("top_colour", "shoe_colour"), ("bottom_colour", "shoe_colour"),
+)
+
+
+def colour_swap(identity: Identity, first: str, second: str) -> Identity | None:
+    """``identity`` with the colours of two garments exchanged (red top + blue trousers -> blue top + red
+    trousers), or None when they are equal or the swap would put a top's pattern in the top's own colour."""
+    a, b = getattr(identity, first), getattr(identity, second)
+    if a == b:
+        return None
+    swapped = dataclasses.replace(identity, **{first: b, second: a})
+    if swapped.pattern_colour is not None and swapped.pattern_colour == swapped.top_colour:
+        return None
+    return swapped

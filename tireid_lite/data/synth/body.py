@@ -12,7 +12,7 @@ import numpy as np
 
 from tireid_lite.data.synth.layout import ANKLE_V, HAND_V, HEAD_RU, HEAD_RV, HEAD_V, HIP_V, NECK_V, SHOULDER_V
 from tireid_lite.data.synth.materials import (
-    ARM_SKIN, BAG, BOTTOM, CLUTTER0, DETAIL, FACE, HAIR, HAT, LEG_SKIN, LOGO, PATTERN, SHOES, STRAP, TOP,
+    ARM_SKIN, BAG, BOTTOM, CARRIED, CLUTTER0, DETAIL, FACE, HAIR, HAT, LEG_SKIN, LOGO, PATTERN, SHOES, STRAP, TOP,
 )
 from tireid_lite.data.synth.painter import Painter
 from tireid_lite.data.synth.scene import Scene
@@ -21,15 +21,24 @@ from tireid_lite.data.synth.shapes import bar, ellipse, rect, span, stripes, tra
 
 def draw_clutter(painter: Painter, scenes: list[Scene], xf: np.ndarray, yf: np.ndarray) -> None:
     """Clutter shapes; ``xf`` ``(1, W, 1)`` and ``yf`` ``(H, 1, 1)`` are positions as image fractions."""
-    for k in range(max(len(s.clutter) for s in scenes)):
-        shape = np.array(
-            [s.clutter[k] if k < len(s.clutter) else (0.0, -9.0, -9.0, -8.0, -8.0, 0, 0, 0) for s in scenes],
-            dtype=np.float32,
-        )
-        is_ellipse, x0, y0, x1, y1 = shape[:, :5].T  # each (N,)
-        box = rect(xf, yf, x0, x1, y0, y1, on=is_ellipse == 0)
-        oval = ellipse(xf, yf, (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2, on=is_ellipse == 1)
-        painter.paint(box | oval, CLUTTER0 + k)
+    slots = max(len(s.clutter) for s in scenes)
+    if slots == 0:
+        return
+    empty = (0.0, -9.0, -9.0, -8.0, -8.0, 0, 0, 0)  # off the image
+    table = np.array([[*s.clutter, *[empty] * (slots - len(s.clutter))] for s in scenes], dtype=np.float32)
+    for k in range(slots):
+        is_ellipse, x0, y0, x1, y1 = table[:, k, :5].T  # each (N,)
+        oval = is_ellipse == 1
+        # One comparison per pixel for both kinds: a column term (1, W, N) <= a row term (H, 1, N). An ellipse
+        # compares ((x - cx) / rx)^2 with 1 - ((y - cy) / ry)^2 (as shapes.ellipse); a box compares 0 (inside
+        # its columns, else 2) with 1 (inside its rows, else -1).
+        ellipse_cols = ((xf - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2
+        ellipse_rows = np.where(oval, 1.0 - ((yf - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2, -1.0).astype(np.float32)
+        box_cols = np.where(span(xf, x0, x1), np.float32(0.0), np.float32(2.0))
+        box_rows = np.where(span(yf, y0, y1), np.float32(1.0), np.float32(-1.0))
+        cols = np.where(oval, ellipse_cols, box_cols)
+        rows = np.where(oval, ellipse_rows, box_rows)
+        painter.paint(cols <= rows, CLUTTER0 + k)
 
 
 def _draw_arm(painter: Painter, u: np.ndarray, v: np.ndarray, g: dict[str, np.ndarray], which: str,
@@ -113,6 +122,15 @@ def _draw_backpack(painter: Painter, u: np.ndarray, v: np.ndarray, g: dict[str, 
     band.paint(rect(u, band.v, g["bp_u0"], g["bp_u1"], 0.19, 0.42, on=on), BAG)
 
 
+def _draw_carried(painter: Painter, u: np.ndarray, v: np.ndarray, g: dict[str, np.ndarray]) -> None:
+    """A carried thing (vocabulary=rich) in hand A: a box of the thing's size around or below the hand."""
+    if not g["carried"].any():
+        return  # nobody in the batch carries anything: no paint at all
+    band = painter.band(v, HAND_V - 0.07, HAND_V + 0.42)
+    hand, hw = g["carried_u"], g["carried_hw"]
+    band.paint(rect(u, band.v, hand - hw, hand + hw, g["carried_v0"], g["carried_v1"], on=g["carried"]), CARRIED)
+
+
 def draw_person(painter: Painter, u: np.ndarray, v: np.ndarray, g: dict[str, np.ndarray]) -> None:
     """Paint one pedestrian per image, back to front.
 
@@ -127,6 +145,7 @@ def draw_person(painter: Painter, u: np.ndarray, v: np.ndarray, g: dict[str, np.
     _draw_side_bag(painter, u, v, g, on=side)  # in side views, the near arm is in front of the bag
     _draw_arm(painter, u, v, g, "a", on=np.ones_like(side))
     _draw_arm(painter, u, v, g, "b", on=~side)
+    _draw_carried(painter, u, v, g)
     _draw_head(painter, u, v, g)
     _draw_backpack(painter, u, v, g, on=g["backpack_front"])  # seen from the back
     _draw_side_bag(painter, u, v, g, on=~side)

@@ -17,6 +17,14 @@ from dataclasses import dataclass
 
 from tireid_lite.data.synth.attributes import CLOTHING_COLOURS, HAIR_COLOURS, Identity
 from tireid_lite.data.synth.rng import AnyRng, scalar_rng
+from tireid_lite.data.synth.vocab import (
+    CARRY_VERBS,
+    POSES,
+    REMARKS,
+    Detail,
+    SceneNotes,
+    zipf_pick,
+)
 
 MIN_WORDS, MAX_WORDS = 15, 40
 _ITEMS = ("hat", "top", "bottom", "shoes", "hair", "bag")  # describable: worn head to toe, then hair, bag
@@ -191,14 +199,20 @@ def caption_for(
     *,
     visible: frozenset[str] | None = None,
     coverage: float = 0.7,
+    rich: tuple[Detail, SceneNotes] | None = None,
 ) -> str:
     """One caption, true of an image of ``identity`` seen from ``view``; randomness drawn from ``rng``.
 
     ``visible`` is the set of features the image shows (from the renderer;
-    ``"occluded"`` in it allows a sentence saying part of the body is hidden);
-    by default :func:`features_in_view`. Each visible attribute is mentioned
-    with probability ``coverage`` (at least two when there are two); attributes
-    are then added or dropped until the caption has 15-40 words. Taught in
+    ``"occluded"`` in it allows a sentence saying part of the body is hidden,
+    ``"others"`` says other people are drawn too, so the caption never calls
+    the person the only one); by default :func:`features_in_view`. Each
+    visible attribute is mentioned with probability ``coverage`` (at least two when there are two); attributes
+    are then added or dropped until the caption has 15-40 words. ``rich``
+    (vocabulary=rich) is the identity's :class:`~tireid_lite.data.synth.vocab.Detail`
+    and the image's :class:`~tireid_lite.data.synth.vocab.SceneNotes`: shade
+    words, garment kinds, materials, fits, pattern kinds, and sentences on the
+    pose, a carried thing, the background, an accessory or the place. Taught in
     ``01_data``.
     """
     visible = features_in_view(identity, view) if visible is None else visible
@@ -209,7 +223,10 @@ def caption_for(
         poss="his" if identity.gender == "male" else "her",
         gender_word=identity.gender,
     )
-    phrases = _phrases(identity, grammar_rng, visible, voice)
+    if rich is None:
+        phrases = _phrases(identity, grammar_rng, visible, voice)
+    else:
+        phrases = _rich_phrases(identity, rich[0], grammar_rng, visible, voice)
     order = [k for k in _ITEMS if k in phrases]
     grammar_rng.shuffle(order)
     chosen = [k for k in order if grammar_rng.random() < coverage]
@@ -222,10 +239,16 @@ def caption_for(
     fillers = ["view", "occluded", "alone", "gender"]
     if "occluded" not in visible:
         fillers.remove("occluded")
+    if "others" in visible:  # a distractor person is drawn (knob distractor_people)
+        fillers.remove("alone")
     extras = [f for f in fillers if f in ("view", "occluded") and grammar_rng.random() < 0.3]
+    notes: dict[str, str] = {}
+    if rich is not None:
+        notes = _rich_notes(identity, rich[0], rich[1], grammar_rng, visible, voice)
+        extras += [k for k in notes if grammar_rng.random() < _NOTE_PROB[k]]
     plan = _Plan.draw(grammar_rng)
     while True:
-        text = plan.compose(chosen, extras, phrases, voice, view)
+        text = plan.compose(chosen, extras, phrases, voice, view, notes)
         words = word_count(text)
         if words > MAX_WORDS and extras:
             extras.pop()
@@ -275,7 +298,7 @@ class _Plan:
     sentence_keys: tuple[float, ...]  # one per later sentence: more clothes, hair, bag
 
     @classmethod
-    def draw(cls, rng: random.Random) -> "_Plan":
+    def draw(cls, rng: random.Random) -> _Plan:
         return cls(
             fragment=bool(rng.random() < 0.35),
             wear_fragment=_choice(rng, _WEAR_FRAGMENT),
@@ -290,7 +313,8 @@ class _Plan:
         )
 
     def compose(
-        self, chosen: list[str], extras: list[str], phrases: dict[str, str], voice: _Voice, view: str
+        self, chosen: list[str], extras: list[str], phrases: dict[str, str], voice: _Voice, view: str,
+        notes: dict[str, str] | None = None,
     ) -> str:
         """The caption for these attributes and extra sentences (deterministic given the plan)."""
         worn = [k for k in _ITEMS[:4] if k in chosen]
@@ -331,5 +355,139 @@ class _Plan:
             later.append(f"{voice.pron} is the only person in the picture.")
         if "gender" in extras:
             later.append(f"The pedestrian is {voice.gender_word}.")
+        later += [notes[e] for e in extras if notes and e in notes]
         sentences += [s.replace("{P}", voice.pron) for s in later]
         return " ".join(s[0].upper() + s[1:] for s in sentences)
+
+
+# ---------------------------------------------------------------------------------------- rich vocabulary
+
+_NOTE_PROB = {"carried": 0.8, "scene": 0.6, "pose": 0.5, "accessory": 0.4, "place": 0.3}  # in this order
+_KIND_PROB = 0.6  # the identity's garment kind rather than the basic noun
+_SHADE_WORD_PROB = 0.85  # a shaded garment called by its shade rather than its base colour
+_MATERIAL_PROB, _FIT_PROB = 0.35, 0.3
+
+
+def _shade_word(d: Detail, name: str, colour: str | None, rng: random.Random) -> str:
+    shade = d.shades.get(name)
+    if shade is not None and rng.random() < _SHADE_WORD_PROB:
+        return shade
+    return colour_word(colour or "", rng)
+
+
+def _adjectives(d: Detail, slot: str, colour: str, rng: random.Random) -> str:
+    """``fit colour material``, each optional but the colour: "loose crimson cotton"."""
+    words = []
+    if slot in d.fits and rng.random() < _FIT_PROB:
+        words.append(d.fits[slot])
+    words.append(colour)
+    if slot in d.materials and rng.random() < _MATERIAL_PROB:
+        words.append(d.materials[slot])
+    return " ".join(words)
+
+
+def _rich_top(ident: Identity, d: Detail, rng: random.Random, visible: frozenset[str]) -> str:
+    noun = d.kinds["top"] if rng.random() < _KIND_PROB else _choice(rng, _TOPS[ident.top])
+    colour = _shade_word(d, "top_colour", ident.top_colour, rng)
+    lead = _adjectives(d, "top", colour, rng)
+    second = _shade_word(d, "pattern_colour", ident.pattern_colour, rng)
+    pattern = ident.top_pattern
+    if pattern == "striped" and "pattern" in visible:
+        if rng.random() < 0.5:
+            return _a(f"{lead} {noun} with {second} stripes")
+        return _a(f"{colour} and {second} {d.pattern} {noun}")
+    if pattern == "checked" and "pattern" in visible:
+        return _a(f"{colour} and {second} {d.pattern} {noun}")
+    if pattern == "logo" and "logo" in visible:
+        where = _choice(rng, ("on the front", "on the chest"))
+        return _a(f"{lead} {noun} with {_a(f'{second} {d.pattern} logo')} {where}")
+    if pattern == "plain" and rng.random() < 0.2:
+        return _a(f"{d.pattern} {lead} {noun}")
+    return _a(f"{lead} {noun}")
+
+
+def _rich_bottom(ident: Identity, d: Detail, rng: random.Random) -> str:
+    basic = {"trousers": ("trousers", "pants"), "shorts": ("shorts",), "skirt": ("skirt",)}[ident.bottom]
+    noun = d.kinds["bottom"] if rng.random() < _KIND_PROB else _choice(rng, basic)
+    lead = _adjectives(d, "bottom", _shade_word(d, "bottom_colour", ident.bottom_colour, rng), rng)
+    if ident.bottom == "skirt":
+        return _a(f"{lead} {noun}")
+    return f"a pair of {lead} {noun}" if rng.random() < 0.3 else f"{lead} {noun}"
+
+
+def _rich_shoes(ident: Identity, d: Detail, rng: random.Random) -> str:
+    noun = d.kinds["shoes"] if rng.random() < _KIND_PROB else _choice(rng, ("shoes", "sneakers"))
+    lead = _adjectives(d, "shoes", _shade_word(d, "shoe_colour", ident.shoe_colour, rng), rng)
+    return f"a pair of {lead} {noun}" if rng.random() < 0.4 else f"{lead} {noun}"
+
+
+def _rich_hat(ident: Identity, d: Detail, rng: random.Random) -> str:
+    basic = ("cap", "baseball cap") if ident.hat == "cap" else ("beanie", "knit hat")
+    noun = d.kinds.get("hat", "") if rng.random() < _KIND_PROB else ""
+    return _a(f"{_shade_word(d, 'hat_colour', ident.hat_colour, rng)} {noun or _choice(rng, basic)}")
+
+
+def _rich_hair(ident: Identity, d: Detail, rng: random.Random) -> str:
+    if ident.hair_colour is None:
+        return _choice(rng, ("a shaved head", "a bald head", "a clean-shaven head"))
+    colour = _shade_word(d, "hair_colour", ident.hair_colour, rng)
+    if ident.hair_style == "ponytail":
+        return _choice(rng, (f"{colour} hair tied in a ponytail", _a(f"{colour} ponytail")))
+    length = {"short": ("short", "cropped", "neat short"), "long": ("long", "flowing", "shoulder-length")}
+    return f"{_choice(rng, length[ident.hair_style])} {colour} hair"
+
+
+def _rich_bag(ident: Identity, d: Detail, rng: random.Random, voice: _Voice) -> str:
+    colour = _adjectives(d, "bag", _shade_word(d, "bag_colour", ident.bag_colour, rng), rng)
+    kind = d.kinds.get("bag", "") if rng.random() < _KIND_PROB else ""
+    if ident.bag == "backpack":
+        phrase = _a(f"{colour} {kind or 'backpack'}") + _choice(rng, ("", f" on {voice.poss} back"))
+    elif ident.bag == "shoulder bag":
+        where = f" {_choice(rng, ('over', 'on'))} {voice.poss} {ident.bag_side} shoulder"
+        phrase = _a(f"{colour} {kind or _choice(rng, ('shoulder bag', 'bag'))}") + (where if rng.random() < 0.8 else "")
+    else:
+        where = f" in {voice.poss} {ident.bag_side} hand"
+        phrase = _a(f"{colour} {kind or _choice(rng, ('handbag', 'hand bag'))}") + (where if rng.random() < 0.8 else "")
+    return f"{_choice(rng, _CARRY[ident.bag])} {phrase}"
+
+
+def _rich_phrases(
+    identity: Identity, d: Detail, rng: random.Random, visible: frozenset[str], voice: _Voice
+) -> dict[str, str]:
+    """As :func:`_phrases`, in the rich vocabulary."""
+    phrases: dict[str, str] = {}
+    if "hat" in visible:
+        phrases["hat"] = _rich_hat(identity, d, rng)
+    if "hair" in visible or (identity.hair_style == "bald" and identity.hat == "none" and "face" in visible):
+        phrases["hair"] = _rich_hair(identity, d, rng)
+    if "top" in visible:
+        phrases["top"] = _rich_top(identity, d, rng, visible)
+    if "bottom" in visible:
+        phrases["bottom"] = _rich_bottom(identity, d, rng)
+    if "shoes" in visible:
+        phrases["shoes"] = _rich_shoes(identity, d, rng)
+    if "bag" in visible and identity.bag != "none":
+        phrases["bag"] = _rich_bag(identity, d, rng, voice)
+    return phrases
+
+
+def _rich_notes(
+    identity: Identity, d: Detail, notes: SceneNotes, rng: random.Random, visible: frozenset[str], voice: _Voice
+) -> dict[str, str]:
+    """The optional sentences of a rich caption, keyed as :data:`_NOTE_PROB` (``{P}`` is the pronoun)."""
+    fill = {"pron": voice.pron, "poss": voice.poss, "obj": "him" if voice.pron == "he" else "her"}
+    out: dict[str, str] = {}
+    if d.carried and "carried" in visible:
+        colour = colour_word(d.carried_colour, rng)
+        where = f" in {voice.poss} hand" if rng.random() < 0.5 else ""
+        out["carried"] = f"{{P}} {_choice(rng, CARRY_VERBS)} {_a(f'{colour} {d.carried}')}{where}."
+    if notes.remarks:
+        remark = zipf_pick(rng, REMARKS[_choice(rng, notes.remarks)])
+        colour = colour_word(notes.distractor_colour, rng) if notes.distractor_colour else "dark clothes"
+        out["scene"] = remark.format(Pron=voice.pron, Poss=voice.poss, colour=colour, **fill)
+    out["pose"] = "{P} " + zipf_pick(rng, POSES[_choice(rng, notes.pose)]).format(**fill) + "."
+    if d.accessory:
+        out["accessory"] = f"{{P}} {_choice(rng, ('also wears', 'has on', 'is wearing'))} {d.accessory}."
+    if notes.place:
+        out["place"] = _choice(rng, (f"{{P}} is {notes.place}.", f"The photo was taken {notes.place}."))
+    return out

@@ -1,7 +1,8 @@
 """``tireid synth``: generate SynthPEDES into a directory and print a one-line summary.
 
 Example: ``tireid synth --out data/synth --ids-train 500 --size 96x32 --seed 0``.
-Every difficulty knob of :class:`SynthKnobs` is a flag too (``--occlusion-prob 0.3``).
+Every difficulty knob of :class:`SynthKnobs` is a flag too (``--occlusion-prob 0.3``), and
+``--preset detail`` switches every detail knob on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import time
 
 from tireid_lite.data.synth.generate import CAPTIONS_PER_IMAGE, generate_synth
-from tireid_lite.data.synth.knobs import SynthKnobs
+from tireid_lite.data.synth.knobs import PRESETS, SynthKnobs, preset_knobs
 from tireid_lite.errors import ConfigError
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -46,21 +47,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     knobs = parser.add_argument_group("difficulty knobs")
     for f in dataclasses.fields(SynthKnobs):
+        flag = "--" + f.name.replace("_", "-")
+        if "choices" in f.metadata:
+            knobs.add_argument(flag, choices=f.metadata["choices"], default=None,
+                               help=f"{f.metadata['help']} (default {f.default})")
+            continue
         low, high = f.metadata["range"]
         knobs.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=float,
+            flag,
+            type=int if f.metadata["integer"] else float,
             default=None,
-            metavar="X",
+            metavar="N" if f.metadata["integer"] else "X",
             help=f"{f.metadata['help']} (default {f.default}, range {low}-{high})",
         )
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="none",
+                        help="a named set of knobs (detail: every detail knob on); flags given win over it")
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate the dataset and print one summary line; errors are :class:`TIReIDError`."""
     size = parse_size_text(args.size)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SynthKnobs)}
-    knobs = {name: value for name, value in given.items() if value is not None}
+    knobs = {**preset_knobs(args.preset), **{name: value for name, value in given.items() if value is not None}}
     start = time.perf_counter()
     path = generate_synth(
         args.out,

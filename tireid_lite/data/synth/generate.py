@@ -10,6 +10,30 @@ attributes, every image's view and visible features, and the hard-negative
 pairs of val and test. The dataset is written into a temporary directory
 beside ``out`` and moved into place at the end, so a crash never leaves half a
 dataset. Taught in ``01_data``.
+
+The detail knobs (:data:`~tireid_lite.data.synth.knobs.DETAIL_KNOBS`) add
+markings to ``attributes.json``; each key is written only when its knob is on
+(:func:`~tireid_lite.data.synth.markings.read_markings` reads them all, with
+empty defaults):
+
+- ``hard_negative_pairs``: ``{"ids": [a, b], "split", "attribute"}``, now in
+  train too (``train_hard_negative_fraction``); ``attribute`` names the one
+  described attribute the two differ in;
+- ``colour_swap_pairs``: ``{"ids": [a, b], "split", "garments": [field, field],
+  "colours": [c1, c2]}`` (``colour_swap_fraction``): ``a`` wears ``c1`` on the
+  first garment and ``c2`` on the second, ``b`` the other way round;
+- ``rare_colours``: ``{"colour", "words", "rgb", "train_identities",
+  "val_identities", "test_identities"}`` per tail colour (``rare_colours``);
+  a query that contains one of ``words`` names a colour rare in train;
+- per identity ``difficulty``: ``normal``, ``dark`` (every image at 30-45%
+  brightness) or ``occluded`` (a large occluder in every image), with
+  ``dark_fraction`` / ``occluded_fraction``; the captions stay true (clean);
+- per identity ``detail`` (``vocabulary=rich``): shade words per colour field,
+  garment kinds, materials, fits, pattern word, accessory, carried thing and
+  its colour; the top-level ``vocabulary`` says what is drawn and what is
+  caption-only, and counts the words of the captions;
+- per image ``distractors`` (``distractor_people``): smaller people drawn behind,
+  and ``distractor_colour``, the colour of the distractor's top (or null).
 """
 
 from __future__ import annotations
@@ -19,21 +43,26 @@ import os
 import random
 import shutil
 import tempfile
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tireid_lite.cache_lock import fill_lock
-from tireid_lite.data.synth.attributes import Identity
+from tireid_lite.data.synth.attributes import RARE_COLOURS, Identity
 from tireid_lite.data.synth.captions import caption_for, tokens_of
 from tireid_lite.data.synth.knobs import SynthKnobs
 from tireid_lite.data.synth.materials import PART_CLASSES
-from tireid_lite.data.synth.plan import GENERATOR_VERSION, SynthParams, plan_identities, views_for
+from tireid_lite.data.synth.plan import (
+    GENERATOR_VERSION, ColourSwapPair, PlannedIdentity, SynthParams, plan_identities, views_for,
+)
 from tireid_lite.data.synth.png import encode_png
 from tireid_lite.data.synth.render import render_scenes
 from tireid_lite.data.synth.rng import scalar_rng
 from tireid_lite.data.synth.scene import sample_scene
+from tireid_lite.data.synth.vocab import GROUNDING, Detail, SceneNotes, scene_notes
 from tireid_lite.cache import cache_dir
 from tireid_lite.errors import DatasetError
 from tireid_lite.progress import progress
@@ -68,7 +97,8 @@ def _write_dataset(root: Path, params: SynthParams) -> int:
     streams = np.random.SeedSequence([params.seed, GENERATOR_VERSION]).spawn(3)
     identity_rng, scene_rng, caption_rng = (np.random.default_rng(s) for s in streams)
     scene_draws, caption_draws = scalar_rng(scene_rng), scalar_rng(caption_rng)  # drawn in image order
-    planned, pairs = plan_identities(params, identity_rng)
+    planned, pairs, swaps = plan_identities(params, identity_rng)
+    knobs = params.knobs
     width = max(4, len(str(planned[-1].pid)))
     jobs = []  # (planned identity, image index, view)
     for p in planned:
@@ -79,12 +109,18 @@ def _write_dataset(root: Path, params: SynthParams) -> int:
         pending: list[Future] = []
         for start in progress(range(0, len(jobs), BATCH), desc="SynthPEDES", unit="batch"):
             batch = jobs[start : start + BATCH]
-            scenes = [sample_scene(p.identity, view, scene_draws, params.knobs) for p, _, view in batch]
+            scenes = [
+                sample_scene(p.identity, view, scene_draws, knobs, detail=p.detail, difficulty=p.difficulty)
+                for p, _, view in batch
+            ]
             drawn = render_scenes(scenes, params.size)
             rels = [f"{p.split}/{p.pid:0{width}d}/{p.pid:0{width}d}_{k:02d}.png" for p, k, _ in batch]
             pending.append(pool.submit(_write_images, root, rels, drawn.images, drawn.parts))
-            for rel, (p, _, view), visible in zip(rels, batch, drawn.visible):
-                captions = _captions(p.identity, view, visible, params.knobs, caption_draws)
+            for rel, (p, _, view), visible, scene in zip(rels, batch, drawn.visible, scenes):
+                if scene.distractors:
+                    visible = visible | {"others"}  # other people in the picture: never "the only person"
+                rich = None if p.detail is None else (p.detail, scene_notes(scene, visible))
+                captions = _captions(p.identity, view, visible, knobs, caption_draws, rich)
                 entries.append({
                     "split": p.split,
                     "captions": captions,
@@ -92,9 +128,11 @@ def _write_dataset(root: Path, params: SynthParams) -> int:
                     "processed_tokens": [tokens_of(c) for c in captions],
                     "id": p.pid,
                 })
-                image_records.append(
-                    {"file_path": rel, "id": p.pid, "view": view, "visible": sorted(visible)}
-                )
+                image = {"file_path": rel, "id": p.pid, "view": view, "visible": sorted(visible)}
+                if knobs.distractor_people > 0:
+                    image["distractors"] = scene.distractors
+                    image["distractor_colour"] = scene.distractor_colour or None
+                image_records.append(image)
             while len(pending) > WRITER_THREADS:  # bound the batches held in memory; re-raise writer errors
                 pending.pop(0).result()
         for future in pending:
@@ -104,10 +142,11 @@ def _write_dataset(root: Path, params: SynthParams) -> int:
         "dataset": "SynthPEDES",
         "params": params.record(),
         "part_classes": list(PART_CLASSES),
-        "identities": [{"id": p.pid, "split": p.split, **p.identity.as_dict()} for p in planned],
+        "identities": [_identity_record(p, knobs) for p in planned],
         "hard_negative_pairs": [
             {"ids": list(h.pids), "split": h.split, "attribute": h.attribute} for h in pairs
         ],
+        **_detail_markings(planned, swaps, entries, knobs),
         "images": image_records,
     }
     (root / "reid_raw.json").write_text(json.dumps(entries) + "\n", encoding="utf-8")
@@ -115,14 +154,67 @@ def _write_dataset(root: Path, params: SynthParams) -> int:
     return len(jobs)
 
 
+def _identity_record(p: PlannedIdentity, knobs: SynthKnobs) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": p.pid, "split": p.split, **p.identity.as_dict()}
+    if knobs.dark_fraction > 0 or knobs.occluded_fraction > 0:
+        record["difficulty"] = p.difficulty
+    if p.detail is not None:
+        record["detail"] = p.detail.as_dict()
+    return record
+
+
+def _detail_markings(
+    planned: list[PlannedIdentity], swaps: list[ColourSwapPair], entries: list[dict], knobs: SynthKnobs
+) -> dict[str, Any]:
+    """The top-level markings of the detail knobs that are on (see the module docstring)."""
+    out: dict[str, Any] = {}
+    if knobs.colour_swap_fraction > 0:
+        out["colour_swap_pairs"] = [
+            {"ids": list(w.pids), "split": w.split, "garments": list(w.garments), "colours": list(w.colours)}
+            for w in swaps
+        ]
+    if knobs.rare_colours > 0:
+        rgb = {c.name: c.rgb for c in RARE_COLOURS}
+        out["rare_colours"] = []
+        for c in RARE_COLOURS[: knobs.rare_colours]:
+            wearing = [p.split for p in planned if c.name in _colours_worn(p)]
+            out["rare_colours"].append({
+                "colour": c.name, "words": [c.name, *c.synonyms], "rgb": list(rgb[c.name]),
+                **{f"{split}_identities": wearing.count(split) for split in ("train", "val", "test")},
+            })
+    if knobs.vocabulary == "rich":
+        counts: Counter[str] = Counter()
+        for entry in entries:
+            for tokens in entry["processed_tokens"]:
+                counts.update(tokens)
+        out["vocabulary"] = {
+            "style": "rich", **GROUNDING, "words": len(counts),
+            "words_seen_once": sum(1 for n in counts.values() if n == 1),
+            "top_words": [[w, n] for w, n in counts.most_common(20)],
+        }
+    return out
+
+
+def _colours_worn(p: PlannedIdentity) -> set[str]:
+    fields = ("hat_colour", "top_colour", "pattern_colour", "bottom_colour", "shoe_colour", "bag_colour")
+    worn = {getattr(p.identity, f) for f in fields}
+    if p.detail is not None and p.detail.carried:
+        worn.add(p.detail.carried_colour)
+    return worn - {None}
+
+
 def _captions(
-    identity: Identity, view: str, visible: frozenset[str], knobs: SynthKnobs, rng: random.Random
+    identity: Identity, view: str, visible: frozenset[str], knobs: SynthKnobs, rng: random.Random,
+    rich: tuple[Detail, SceneNotes] | None = None,
 ) -> list[str]:
     """Two captions for one image, different from each other when the grammar allows."""
-    first = caption_for(identity, view, rng, visible=visible, coverage=knobs.caption_coverage)
-    second = caption_for(identity, view, rng, visible=visible, coverage=knobs.caption_coverage)
+    def one() -> str:
+        return caption_for(identity, view, rng, visible=visible, coverage=knobs.caption_coverage, rich=rich)
+
+    first = one()
+    second = one()
     if second == first:
-        second = caption_for(identity, view, rng, visible=visible, coverage=knobs.caption_coverage)
+        second = one()
     return [first, second]
 
 
@@ -152,13 +244,16 @@ def generate_synth(
     size: tuple[int, int] = (96, 32),
     seed: int = 0,
     overwrite: bool = False,
-    **knobs: float,
+    **knobs: Any,
 ) -> Path:
     """Write SynthPEDES to ``out`` and return its path (see the module docstring for the layout).
 
     ``size`` is (height, width), about 3:1, from 48x16 to 384x128. ``knobs``
     are :class:`SynthKnobs` fields (clutter, occlusion_prob, lighting, noise,
-    jitter, hard_negative_fraction, caption_coverage, colour_zipf). A non-empty
+    jitter, hard_negative_fraction, caption_coverage, colour_zipf, and the
+    detail knobs vocabulary, train_hard_negative_fraction, colour_swap_fraction,
+    rare_colours, distractor_people, person_scale, dark_fraction,
+    occluded_fraction; see the module docstring for their markings). A non-empty
     ``out`` is refused unless ``overwrite``, which replaces only a folder holding
     a SynthPEDES written here; the same arguments always give the same bytes. Taught in ``01_data``.
     """
@@ -221,7 +316,7 @@ def synth_cache_path(
     images_per_id: int = 4,
     size: tuple[int, int] = (96, 32),
     seed: int = 0,
-    **knobs: float,
+    **knobs: Any,
 ) -> Path:
     """Where :func:`ensure_synth` keeps the dataset for these parameters: ``<cache>/synth/<key>``."""
     params = SynthParams.build(ids_train, ids_val, ids_test, images_per_id, size, seed, knobs)
@@ -240,7 +335,7 @@ def ensure_synth(
     images_per_id: int = 4,
     size: tuple[int, int] = (96, 32),
     seed: int = 0,
-    **knobs: float,
+    **knobs: Any,
 ) -> Path:
     """The cached SynthPEDES for these parameters, generated on first use.
 

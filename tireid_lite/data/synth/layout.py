@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from tireid_lite.data.synth.scene import Scene
+from tireid_lite.data.synth.vocab import CARRIED
 
 # Landmarks in body units: v of the head's centre and its radii, of the neck, shoulders, hips, ankles, hands.
 HEAD_V, HEAD_RU, HEAD_RV = 0.072, 0.05, 0.066
@@ -55,6 +56,8 @@ def _scene_layout(scene: Scene) -> dict[str, float | bool]:
         leg_a, leg_b = (-hip, -(hip + 0.004 + scene.stride)), (hip, hip + 0.004 + scene.stride)
     hem_v = 0.66 if ident.top == "coat" else 0.52
 
+    detail = scene.detail
+    carried = CARRIED.get(detail.carried) if detail is not None and detail.carried else None  # in hand A
     bag_visible = ident.bag_side is not None and (not side or _arm_on_a(scene, ident.bag_side))
     bag_sign = -1.0 if ident.bag_side is not None and _arm_on_a(scene, ident.bag_side) else 1.0
     bag_hand = a_hand if bag_sign < 0 else b_hand
@@ -92,6 +95,8 @@ def _scene_layout(scene: Scene) -> dict[str, float | bool]:
         "shoulder_bag": shoulder_bag, "bag_u": bag_u,
         "strap_u0": bag_u if side else bag_sign * (sw - 0.03),
         "handbag": handbag, "handbag_u": bag_hand,
+        "carried": bool(carried), "carried_u": a_hand, "carried_hw": carried[0] if carried else 0.0,
+        "carried_v0": HAND_V + (carried[1] if carried else 0.0), "carried_v1": HAND_V + (carried[2] if carried else 0.0),
     }
 
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tireid_lite.data.synth.attributes import CLOTHING_COLOURS, HAIR_COLOURS, SKIN_TONES, Identity
+from tireid_lite.data.synth.attributes import ALL_CLOTHING_COLOURS, HAIR_COLOURS, SKIN_TONES, Identity
 from tireid_lite.data.synth.body import draw_clutter, draw_person
 from tireid_lite.data.synth.knobs import SynthKnobs
 from tireid_lite.data.synth.layout import body_layout
 from tireid_lite.data.synth.materials import (
     ARM_SKIN, BAG, BANDS, BOTTOM, CLUTTER0, DETAIL, FACE, FEATURES, HAIR, HAT, LEG_SKIN, LOGO,
-    MATERIAL_FEATURE, MATERIAL_PART, N_MATERIALS, OCCLUDER, PATTERN, PERSON_MATERIALS, SHOES, STRAP, TOP,
+    MATERIAL_FEATURE, MATERIAL_PART, N_MATERIALS, OCCLUDER, PATTERN, PERSON_MATERIALS, SHOES, STRAP, TOP, CARRIED,
     VISIBLE_FRACTION,
 )
 from tireid_lite.data.synth.painter import Painter
@@ -50,6 +50,17 @@ def _rgb_table(colours: tuple, names: list[str | None]) -> np.ndarray:
     return np.array([table.get(name or "", (0, 0, 0)) for name in names], dtype=np.float32)
 
 
+def _field_rgb(scenes: list[Scene], name: str, colours: tuple = ALL_CLOTHING_COLOURS) -> np.ndarray:
+    """RGB of each identity's ``name`` colour field, ``(N, 3)`` float32; a rich identity's shade overrides it."""
+    rgb = _rgb_table(colours, [getattr(s.identity, name) for s in scenes])
+    for i, s in enumerate(scenes):
+        if s.detail is not None:
+            shade = s.detail.shade_rgb(name)
+            if shade is not None:
+                rgb[i] = shade
+    return rgb
+
+
 def _palettes(scenes: list[Scene]) -> np.ndarray:
     """The lit colour of every material in every image, ``(N, N_MATERIALS, 3)`` float32."""
     n = len(scenes)
@@ -64,21 +75,24 @@ def _palettes(scenes: list[Scene]) -> np.ndarray:
         if s.occluder is not None:
             palette[i, OCCLUDER] = s.occluder[4:7]
     skin = np.array([SKIN_TONES[p.skin] for p in ids], dtype=np.float32)
-    top = _rgb_table(CLOTHING_COLOURS, [p.top_colour for p in ids])
-    hair = _rgb_table(HAIR_COLOURS, [p.hair_colour for p in ids])
+    top = _field_rgb(scenes, "top_colour")
+    hair = _field_rgb(scenes, "hair_colour", HAIR_COLOURS)
     bald = np.array([p.hair_colour is None for p in ids])[:, None]
     palette[:, FACE] = palette[:, ARM_SKIN] = palette[:, LEG_SKIN] = skin
     palette[:, HAIR] = np.where(bald, skin, hair)
-    palette[:, HAT] = _rgb_table(CLOTHING_COLOURS, [p.hat_colour for p in ids])
+    palette[:, HAT] = _field_rgb(scenes, "hat_colour")
     palette[:, TOP] = top
-    pattern = _rgb_table(CLOTHING_COLOURS, [p.pattern_colour for p in ids])
+    pattern = _field_rgb(scenes, "pattern_colour")
     plain = np.array([p.pattern_colour is None for p in ids])[:, None]
     palette[:, PATTERN] = palette[:, LOGO] = np.where(plain, top, pattern)
     palette[:, DETAIL] = _detail_colours(top)
-    palette[:, BOTTOM] = _rgb_table(CLOTHING_COLOURS, [p.bottom_colour for p in ids])
-    palette[:, SHOES] = _rgb_table(CLOTHING_COLOURS, [p.shoe_colour for p in ids])
-    palette[:, BAG] = _rgb_table(CLOTHING_COLOURS, [p.bag_colour for p in ids])
+    palette[:, BOTTOM] = _field_rgb(scenes, "bottom_colour")
+    palette[:, SHOES] = _field_rgb(scenes, "shoe_colour")
+    palette[:, BAG] = _field_rgb(scenes, "bag_colour")
     palette[:, STRAP] = palette[:, BAG] * 0.8
+    palette[:, CARRIED] = _rgb_table(
+        ALL_CLOTHING_COLOURS, [s.detail.carried_colour if s.detail is not None else None for s in scenes]
+    )
     brightness = np.array([s.brightness for s in scenes], dtype=np.float32)[:, None]
     light = np.array([s.cast for s in scenes], dtype=np.float32) * brightness  # (N, 3)
     return palette * light[:, None, :].astype(np.float32)

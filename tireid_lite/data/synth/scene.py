@@ -7,19 +7,24 @@ pure function of the scene and the image size. Taught in ``01_data``.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
+from typing import Any
 
-from tireid_lite.data.synth.attributes import CLOTHING_COLOURS, Identity, clothing_colour
+from tireid_lite.data.synth.attributes import ALL_CLOTHING_COLOURS, SKIN_TONES, Identity, clothing_colour
 from tireid_lite.data.synth.knobs import SynthKnobs
 from tireid_lite.data.synth.rng import AnyRng, scalar_rng
 from tireid_lite.errors import ConfigError
 
 VIEWS = ("front", "back", "left", "right")  # left/right: the person walks towards the image's left/right
 MAX_CLUTTER = 8
+DISTRACTOR_SHAPES = 3  # a distractor person: head, torso, legs
+CLUTTER_SLOTS = MAX_CLUTTER + DISTRACTOR_SHAPES  # clutter materials of one image
+DIFFICULTIES = ("normal", "dark", "occluded")
 MIN_SIZE = (48, 16)
 MAX_SIZE = (384, 128)
-_CLOTHING_RGB = {c.name: c.rgb for c in CLOTHING_COLOURS}
+_CLOTHING_RGB = {c.name: c.rgb for c in ALL_CLOTHING_COLOURS}
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ class Scene:
     cast: tuple[float, float, float]  # per-channel gain
     noise: float  # std of per-pixel noise in grey levels
     noise_seed: int
+    detail: Any = None  # the identity's vocab.Detail (vocabulary=rich): shade colours, a carried thing
+    difficulty: str = "normal"  # the identity's difficulty: normal | dark | occluded
+    distractors: int = 0  # distractor people, drawn as the last DISTRACTOR_SHAPES shapes of ``clutter``
+    distractor_colour: str = ""  # the clothing colour of the distractor's top
 
 
 def parse_size(size: tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -101,10 +110,71 @@ def _occluder(rng: random.Random) -> tuple[float, ...]:
     return (-1.0, y0, 2.0, y0 + rng.uniform(0.06, 0.14), *colour)
 
 
+def _distractor(rng: random.Random, zipf: float) -> tuple[tuple[tuple[float, ...], ...], str]:
+    """A smaller person standing further back: head, torso and legs shapes, and the top's colour name."""
+    h = rng.uniform(0.3, 0.55)  # height, fraction of the image height
+    cx, feet = rng.uniform(0.05, 0.95), rng.uniform(0.5, 0.85)
+    top = feet - h
+    skin = tuple(float(c) for c in SKIN_TONES[rng.randrange(len(SKIN_TONES))])
+    top_name = clothing_colour(rng, zipf)
+    torso = tuple(float(c) for c in _CLOTHING_RGB[top_name])
+    legs = tuple(float(c) for c in _CLOTHING_RGB[clothing_colour(rng, zipf)])
+    w = h  # the image is a third as wide as high: a width fraction of h is a third of the height
+    return (
+        (0.0, cx - 0.2 * w, top + 0.5 * h, cx + 0.2 * w, feet, *legs),
+        (0.0, cx - 0.3 * w, top + 0.13 * h, cx + 0.3 * w, top + 0.52 * h, *torso),
+        (1.0, cx - 0.13 * w, top, cx + 0.13 * w, top + 0.14 * h, *skin),
+    ), top_name
+
+
+def _heavy_occluder(rng: random.Random) -> tuple[float, ...]:
+    """A large occluder for an ``occluded`` identity: a wide pole, a tall box or a broad sign."""
+    kind = rng.randrange(3)
+    colour = _muted_colour(rng, 30.0, 170.0)
+    if kind == 0:
+        x0 = rng.uniform(0.2, 0.5)
+        return (x0, -1.0, x0 + rng.uniform(0.3, 0.45), 2.0, *colour)
+    if kind == 1:
+        y0 = rng.uniform(0.45, 0.6)
+        return (-1.0 + rng.uniform(0.0, 0.5), y0, 2.0, 2.0, *colour)
+    y0 = rng.uniform(0.25, 0.5)
+    return (-1.0, y0, 2.0, y0 + rng.uniform(0.15, 0.25), *colour)
+
+
+def _with_detail_knobs(scene: Scene, r: random.Random, knobs: SynthKnobs) -> Scene:
+    """The detail knobs' draws, made after all the others so that they never move the default draw."""
+    changes: dict[str, Any] = {}
+    if knobs.person_scale < 1.0:  # further away: smaller, feet where they were
+        height = scene.height * r.uniform(knobs.person_scale, 1.0)
+        changes.update(height=height, top=scene.top + scene.height - height)
+    if knobs.distractor_people > 0 and r.random() < knobs.distractor_people:
+        shapes, colour = _distractor(r, knobs.colour_zipf)
+        changes.update(clutter=scene.clutter + shapes, distractors=1, distractor_colour=colour)
+    if scene.difficulty == "dark":
+        changes["brightness"] = scene.brightness * r.uniform(0.3, 0.45)
+    elif scene.difficulty == "occluded":
+        changes["occluder"] = _heavy_occluder(r)
+    return dataclasses.replace(scene, **changes) if changes else scene
+
+
 def sample_scene(
-    identity: Identity, view: str, rng: AnyRng, knobs: SynthKnobs | None = None
+    identity: Identity,
+    view: str,
+    rng: AnyRng,
+    knobs: SynthKnobs | None = None,
+    *,
+    detail: Any = None,
+    difficulty: str = "normal",
 ) -> Scene:
-    """Draw the pose, placement, background, occluder and lighting of one image."""
+    """Draw the pose, placement, background, occluder and lighting of one image.
+
+    ``detail`` (a :class:`~tireid_lite.data.synth.vocab.Detail`) and
+    ``difficulty`` (``dark``: every image at 30-45% brightness; ``occluded``:
+    a large occluder in every image) come from the identity; the detail knobs
+    (``person_scale``, ``distractor_people``) draw after everything else.
+    """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; expected one of {', '.join(DIFFICULTIES)}")
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; expected one of {', '.join(VIEWS)}")
     knobs = SynthKnobs() if knobs is None else knobs
@@ -120,7 +190,7 @@ def sample_scene(
         stride, arm_swing = r.uniform(0.03, 0.1) * min(jitter, 1.5), r.uniform(-0.1, 0.1) * min(jitter, 1.5)
     else:
         stride, arm_swing = r.uniform(0.0, 0.025) * jitter, r.uniform(0.0, 0.03) * jitter
-    return Scene(
+    scene = Scene(
         identity=identity,
         view=view,
         centre_x=0.5 + r.uniform(-0.08, 0.08) * jitter,
@@ -135,4 +205,9 @@ def sample_scene(
         cast=tuple(1.0 + r.uniform(-lighting / 3, lighting / 3) for _ in range(3)),  # type: ignore[arg-type]
         noise=float(knobs.noise),
         noise_seed=r.getrandbits(31) if knobs.noise > 0 else 0,
+        detail=detail,
+        difficulty=difficulty,
     )
+    if knobs.detail_on or difficulty != "normal":
+        return _with_detail_knobs(scene, r, knobs)
+    return scene
