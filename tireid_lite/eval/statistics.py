@@ -121,8 +121,9 @@ def paired_table(per_query, reference: str, metric: str = "R1", *, n_boot: int =
             d = paired_difference(np.stack([per_query[reference][s] for s in common]),
                                   np.stack([by_seed[s] for s in common]), metric, n_boot=n_boot, seed=seed)
             side = "above" if d.low > 0 else "below" if d.high < 0 else "not distinguishable from"
+            test = "excludes" if d.excludes_zero else "includes"
+            seeds = f"{len(common)} seed{'s' if len(common) != 1 else ''}"
             row.update(diff=d.diff, low=d.low, high=d.high, excludes_zero=d.excludes_zero,
-                       verdict=f"interval {'excludes' if d.excludes_zero else 'includes'} 0 ({len(common)} seeds): "
-                               f"{side} {reference}")
+                       verdict=f"interval {test} 0 ({seeds}): {side} {reference}")
         rows.append(row)
     return pd.DataFrame(rows)
