@@ -94,3 +94,25 @@ def test_a_two_cell_grid_runs_resumes_and_writes_its_tables(tmp_path, cache):
 
     assert main(["grid", "--spec", str(tmp_path / "tiny.yaml"), "--out", str(out), "--profile", "cpu"]) == 0
     assert (out / "paired.csv").stat().st_size > 0
+
+
+def test_the_kit_ships_one_valid_spec_per_paper():
+    from pathlib import Path
+
+    from tireid_lite.zoo import zoo_config
+
+    specs = {p.stem: load_spec(p) for p in sorted((Path(__file__).parents[1] / "grids").glob("*.yaml"))}
+    assert set(specs) == {"irra", "kpdm", "bilma", "noise", "cada", "partlevel"}
+    for spec in specs.values():
+        for cell in spec.cells():  # every cell's config is valid in both profiles
+            for profile in ("cpu", "gpu"):
+                zoo_config(spec.arms[cell.arm].method, profile, cell.seed, spec.overrides(cell, profile))
+
+
+def test_select_keeps_the_reference_and_refuses_unknown_arms(tmp_path):
+    from tireid_lite.grid import select
+
+    spec = select(load_spec(_spec(tmp_path, seeds=[0, 1, 2])), arms="irra", seeds="1")
+    assert list(spec.arms) == ["baseline", "irra"] and spec.seeds == (1,)
+    with pytest.raises(ConfigError, match="not in grid tiny"):
+        select(spec, arms="nope")

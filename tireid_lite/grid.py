@@ -8,7 +8,8 @@ arm shares and the reference arm the others are compared with::
     paper: IRRA (CVPR 2023), Table 3
     reference: baseline
     seeds: [0, 1, 2]
-    shared: ["data.train_identities=500", "train.num_epochs=1"]
+    profile_overrides:                       # per profile, after shared
+      cpu: ["data.train_identities=500", "train.num_epochs=1", "train.epoch_fraction=1.0"]
     arms:
       baseline: {method: baseline}
       irra: {method: irra}
@@ -29,7 +30,7 @@ queries with a bootstrap interval and the verdict it supports
 Cells run one after the other in this process (``--executor local``), or as
 Slurm jobs through ``submitit`` (``--executor submitit``, with the spec's
 ``slurm:`` parameters) when it is installed. ``make tables`` runs every spec in
-``grids/``. Taught in ``10_paper_tables``.
+``grids/``; ``--arms`` and ``--seeds`` run part of a grid (the reference arm always). Taught in ``10_paper_tables``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,8 @@ from tireid_lite.errors import ConfigError
 
 PROBES = ("partners", "rare_colour", "mlm", "mim", "detection")
 PAIRED_METRICS = ("R1", "mAP", "partner")  # per-query values kept for paired differences
-SPEC_KEYS = {"name", "paper", "reference", "seeds", "noise", "shared", "arms", "probes", "profile", "slurm",
-             "description", "paper_numbers"}
+SPEC_KEYS = {"name", "paper", "reference", "seeds", "noise", "shared", "profile_overrides", "arms", "probes",
+             "profile", "slurm", "description", "paper_numbers"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class Spec:
     arms: dict[str, Arm]
     noise: tuple[float, ...] | None = None
     shared: tuple[str, ...] = ()
+    profile_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)  # profile -> overrides
+    extra: tuple[str, ...] = ()  # `tireid grid --set`
     probes: tuple[str, ...] = PROBES
     profile: str = ""
     paper: str = ""
@@ -94,9 +97,11 @@ class Spec:
         rates: Sequence[float | None] = self.noise if self.noise is not None else (None,)
         return [Cell(arm, seed, rate) for rate in rates for arm in self.arms for seed in self.seeds]
 
-    def overrides(self, cell: Cell) -> list[str]:
+    def overrides(self, cell: Cell, profile: str = "cpu") -> list[str]:
+        """Overrides of one cell: shared, then the profile's, then ``--set``, the arm's, the noise rate."""
         noise = [] if cell.noise is None else [f"data.noise_rate={cell.noise!r}"]
-        return [*self.shared, *self.arms[cell.arm].overrides, *noise]
+        return [*self.shared, *self.profile_overrides.get(profile, ()), *self.extra, *self.arms[cell.arm].overrides,
+                *noise]
 
 
 def _strings(path: Path, where: str, value: Any) -> tuple[str, ...]:
@@ -145,12 +150,17 @@ def load_spec(path: str | os.PathLike, *, extra_overrides: Sequence[str] = ()) -
     probes = raw.get("probes", list(PROBES))
     if not isinstance(probes, list) or set(probes) - set(PROBES):
         raise ConfigError(f"grid spec {path}: probes must be a list of {list(PROBES)}, got {probes!r}")
+    by_profile = raw.get("profile_overrides") or {}
+    if not isinstance(by_profile, dict):
+        raise ConfigError(f"grid spec {path}: profile_overrides must map a profile (cpu, gpu) to a list of overrides")
     name = str(raw["name"])
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"grid spec {path}: name {name!r} must be letters, digits, '-' or '_' (it names a folder)")
     return Spec(name=name, reference=str(raw["reference"]), seeds=tuple(seeds), arms=arms,
                 noise=None if noise is None else tuple(float(r) for r in noise),
-                shared=(*_strings(path, "shared", raw.get("shared")), *extra_overrides), probes=tuple(probes),
+                shared=_strings(path, "shared", raw.get("shared")), extra=tuple(extra_overrides),
+                profile_overrides={str(k): _strings(path, f"profile_overrides.{k}", v) for k, v in by_profile.items()},
+                probes=tuple(probes),
                 profile=str(raw.get("profile", "") or ""), paper=str(raw.get("paper", "")),
                 description=str(raw.get("description", "")), slurm=dict(raw.get("slurm") or {}),
                 paper_numbers=dict(raw.get("paper_numbers") or {}))
@@ -261,7 +271,7 @@ def run_cell(spec: Spec, cell: Cell, out_dir: str | os.PathLike, profile: str) -
     from tireid_lite.zoo import get_or_train, model_key, zoo_config
 
     arm = spec.arms[cell.arm]
-    overrides = spec.overrides(cell)
+    overrides = spec.overrides(cell, profile)
     start = time.perf_counter()
     trained = get_or_train(arm.method, profile, cell.seed, overrides=overrides)
     data = build_data(trained.cfg, trained.tokenizer, train=False)
@@ -333,7 +343,7 @@ def run_grid(spec: Spec, out_dir: str | os.PathLike, *, profile: str = "", execu
     executor = executor or LocalExecutor()
     cells = spec.cells()
     todo = [c for c in cells if not _cell_done(out / "cells" / f"{c.key}.json", model_key(zoo_config(
-        spec.arms[c.arm].method, profile, c.seed, spec.overrides(c))))]
+        spec.arms[c.arm].method, profile, c.seed, spec.overrides(c, profile))))]
     say(f"grid {spec.name}: {len(cells)} cells ({len(spec.arms)} arms x {len(spec.seeds)} seeds"
         + (f" x {len(spec.noise)} noise rates" if spec.noise else "") + f"), {len(cells) - len(todo)} done before, "
         f"profile {profile}, results in {out}")
@@ -405,10 +415,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="local: cells one after the other here; submitit: one Slurm job per cell")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override every cell gets after the spec's shared ones (repeatable)")
+    parser.add_argument("--arms", default="", help="only these arms, comma-separated (the reference is kept)")
+    parser.add_argument("--seeds", default="", help="only these seeds, comma-separated, e.g. 0")
+
+
+def select(spec: Spec, arms: str = "", seeds: str = "") -> Spec:
+    """``spec`` restricted to some arms (the reference always kept) and seeds, for a partial run."""
+    chosen_arms = [a for a in arms.split(",") if a] or list(spec.arms)
+    unknown = [a for a in chosen_arms if a not in spec.arms]
+    if unknown:
+        raise ConfigError(f"--arms {unknown} not in grid {spec.name}; its arms are {list(spec.arms)}")
+    try:
+        chosen_seeds = tuple(int(x) for x in seeds.split(",") if x) or spec.seeds
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1") from None
+    keep = {a: spec.arms[a] for a in spec.arms if a in chosen_arms or a == spec.reference}
+    return replace(spec, arms=keep, seeds=chosen_seeds)
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec, extra_overrides=args.set)
+    spec = select(load_spec(args.spec, extra_overrides=args.set), args.arms, args.seeds)
     out = args.out or Path("results") / "tables" / spec.name
     executor = SubmititExecutor(out / "slurm", spec.slurm) if args.executor == "submitit" else LocalExecutor()
     tables = run_grid(spec, out, profile=args.profile, executor=executor)
