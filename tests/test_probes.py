@@ -10,6 +10,7 @@ import torch
 
 from tireid_lite.config import apply_overrides, get_profile
 from tireid_lite.data.build import build_data
+from tireid_lite.eval.floors import FLOORS, check_floors
 from tireid_lite.eval.head_probes import (
     mim_caption_probe,
     mlm_image_probe,
@@ -156,6 +157,13 @@ def test_mlm_probe_separates_a_head_that_reads_the_image_from_one_that_does_not(
     blind = mlm_image_probe(model, data, classes=("colour",))["colour"]
     assert blind["true"] == blind["shuffled"] and blind["gap"] == 0.0 and not blind["excludes_zero"]
     assert blind["words"] == reads["words"] > 0
+    # the regression floor (true - shuffled >= 5 points) holds for the head that reads the image and fails
+    # for the same head cut off from it
+    floor = {"mlm": {**{k: FLOORS["mlm_reads_the_image"][k] for k in ("metric", "control")}, "min_gap": 5.0,
+                     "why": FLOORS["mlm_reads_the_image"]["broken"]}}
+    assert check_floors({"mlm_colour_true": reads["true"], "mlm_colour_shuffled": reads["shuffled"]}, floor) == []
+    failed = check_floors({"mlm_colour_true": blind["true"], "mlm_colour_shuffled": blind["shuffled"]}, floor)
+    assert len(failed) == 1 and "below the floor +5.00" in failed[0]
 
 
 def test_mim_probe_prior_and_caption_gain(tiny, monkeypatch):
@@ -181,3 +189,8 @@ def test_mim_probe_prior_and_caption_gain(tiny, monkeypatch):
     monkeypatch.setattr(head, "predictions", caption_only)
     out = mim_caption_probe(model, data, batch_size=3)
     assert out["with_caption"] == out["prior"] and out["caption_gain"] == out["with_caption"] - out["without_caption"]
+    # a head that only knows where parts usually are does not clear the MIM floor
+    floor = {"mim": {**{k: FLOORS["mim_beats_the_prior"][k] for k in ("metric", "control")}, "min_gap": 1.0,
+                     "why": FLOORS["mim_beats_the_prior"]["broken"]}}
+    metrics = {f"mim_{k}": v for k, v in out.items() if k.startswith("small_")}
+    assert check_floors(metrics, floor) and "below the floor" in check_floors(metrics, floor)[0]
