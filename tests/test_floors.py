@@ -16,8 +16,8 @@ def test_check_floors_by_hand():
     floors = {"mlm": _floor("mlm_reads_the_image", 5.0)}
     assert check_floors({"mlm_colour_true": 30.0, "mlm_colour_shuffled": 20.0}, floors) == []
     assert check_floors({"mlm_colour_true": 22.0, "mlm_colour_shuffled": 20.0}, floors) == [
-        "floor mlm: mlm_colour_true 22.00 - mlm_colour_shuffled 20.00 = +2.00, below the floor +5.00 "
-        "(the MLM head guesses colours as well with another person's image)"]
+        ("floor mlm: mlm_colour_true 22.00 - mlm_colour_shuffled 20.00 = +2.00, below the floor +5.00 "
+         "(the MLM head guesses colours as well with another person's image)")]
     assert check_floors({"mlm_colour_true": 22.0}, floors) == [
         "floor mlm: mlm_colour_shuffled not written (or not a finite number)"]
     assert check_floors({"mlm_colour_true": float("nan"), "mlm_colour_shuffled": 1.0}, floors)[0].endswith(
