@@ -116,3 +116,7 @@ def test_select_keeps_the_reference_and_refuses_unknown_arms(tmp_path):
     assert list(spec.arms) == ["baseline", "irra"] and spec.seeds == (1,)
     with pytest.raises(ConfigError, match="not in grid tiny"):
         select(spec, arms="nope")
+    noisy = load_spec(_spec(tmp_path, noise=[0.0, 0.5]))
+    assert select(noisy, noise="0.5").noise == (0.5,) and len(select(noisy, noise="0.5").cells()) == 2
+    with pytest.raises(ConfigError, match="has noise rates"):
+        select(noisy, noise="0.3")

@@ -30,7 +30,7 @@ queries with a bootstrap interval and the verdict it supports
 Cells run one after the other in this process (``--executor local``), or as
 Slurm jobs through ``submitit`` (``--executor submitit``, with the spec's
 ``slurm:`` parameters) when it is installed. ``make tables`` runs every spec in
-``grids/``; ``--arms`` and ``--seeds`` run part of a grid (the reference arm always). Taught in ``10_paper_tables``.
+``grids/``; ``--arms``, ``--seeds`` and ``--noise`` run part of a grid (the reference arm always). Taught in ``10_paper_tables``.
 """
 
 from __future__ import annotations
@@ -417,10 +417,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="an override every cell gets after the spec's shared ones (repeatable)")
     parser.add_argument("--arms", default="", help="only these arms, comma-separated (the reference is kept)")
     parser.add_argument("--seeds", default="", help="only these seeds, comma-separated, e.g. 0")
+    parser.add_argument("--noise", default="", help="only these noise rates of the spec, comma-separated, e.g. 0.5")
 
 
-def select(spec: Spec, arms: str = "", seeds: str = "") -> Spec:
-    """``spec`` restricted to some arms (the reference always kept) and seeds, for a partial run."""
+def select(spec: Spec, arms: str = "", seeds: str = "", noise: str = "") -> Spec:
+    """``spec`` restricted to some arms (the reference always kept), seeds and noise rates, for a partial run."""
     chosen_arms = [a for a in arms.split(",") if a] or list(spec.arms)
     unknown = [a for a in chosen_arms if a not in spec.arms]
     if unknown:
@@ -429,12 +430,18 @@ def select(spec: Spec, arms: str = "", seeds: str = "") -> Spec:
         chosen_seeds = tuple(int(x) for x in seeds.split(",") if x) or spec.seeds
     except ValueError:
         raise ConfigError(f"--seeds {seeds!r} must be comma-separated integers, e.g. 0,1") from None
+    try:
+        rates = tuple(float(x) for x in noise.split(",") if x)
+    except ValueError:
+        raise ConfigError(f"--noise {noise!r} must be comma-separated rates, e.g. 0.5") from None
+    if rates and (spec.noise is None or set(rates) - set(spec.noise)):
+        raise ConfigError(f"--noise {noise}: grid {spec.name} has noise rates {list(spec.noise or [])}")
     keep = {a: spec.arms[a] for a in spec.arms if a in chosen_arms or a == spec.reference}
-    return replace(spec, arms=keep, seeds=chosen_seeds)
+    return replace(spec, arms=keep, seeds=chosen_seeds, noise=rates or spec.noise)
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = select(load_spec(args.spec, extra_overrides=args.set), args.arms, args.seeds)
+    spec = select(load_spec(args.spec, extra_overrides=args.set), args.arms, args.seeds, args.noise)
     out = args.out or Path("results") / "tables" / spec.name
     executor = SubmititExecutor(out / "slurm", spec.slurm) if args.executor == "submitit" else LocalExecutor()
     tables = run_grid(spec, out, profile=args.profile, executor=executor)
