@@ -22,6 +22,7 @@ from tireid_lite.eval.probes import (
     colour_counts,
     detection_from_counts,
     detection_probe,
+    pair_attribute,
     partner_probe,
     random_flagger,
     rare_colour_probe,
@@ -66,7 +67,11 @@ def test_split_pairs_says_when_a_kind_of_pair_is_not_marked():
     assert split_pairs(attributes, "hard_negative_pairs", "test") == [attributes["hard_negative_pairs"][0]]
     assert split_pairs(attributes, "colour_swap_pairs", "test") is None
     assert caption_tells("she wears a beanie", "hat") and not caption_tells("she wears a coat", "hat")
-    assert caption_tells("a red coat and blue trousers", "colour_swap")  # any colour word for other kinds
+    assert caption_tells("a red coat and blue trousers", "some_kind")  # any colour word for other kinds
+    swap = {"ids": [3, 4], "split": "test", "garments": ["top", "bottom"], "colours": ["teal", "dark olive"]}
+    assert pair_attribute(swap) == "colour_swap:teal,dark olive"
+    assert caption_tells("trousers in dark olive", pair_attribute(swap))
+    assert not caption_tells("a red coat", pair_attribute(swap)) and not caption_tells("olive", pair_attribute(swap))
 
 
 def test_rare_colours_come_from_counts_with_synonyms_merged():
@@ -79,6 +84,9 @@ def test_rare_colours_come_from_counts_with_synonyms_merged():
     assert (probe.r1_rare, probe.r1_other, probe.rare_queries, probe.source) == (100.0, 0.0, 2, "training counts")
     marked = rare_colour_probe([0, 100], ["a teal coat", "a black coat"], attributes={"rare_colours": ["teal"]})
     assert (marked.r1_rare, marked.source) == (0.0, "attributes.json")
+    records = {"rare_colours": [{"colour": "teal", "words": ["sea green"], "rgb": [0, 128, 128]}]}
+    marked = rare_colour_probe([0, 100, 50], ["a teal coat", "a sea green bag", "green"], attributes=records)
+    assert (marked.r1_rare, marked.rare_queries, marked.r1_other) == (50.0, 2, 50.0)
     with pytest.raises(ValueError, match="rare_colours"):
         rare_colour_probe([0], ["a"], attributes={})
 

@@ -128,14 +128,35 @@ class ShareProbe:
 def caption_tells(caption: str, attribute: str) -> bool:
     """Whether ``caption`` names the feature separating a pair that differs in ``attribute``.
 
-    Known attributes use :data:`TELLING_WORDS`; any other one (colour-swap
-    pairs, a dataset's own kinds) counts a caption that names a colour at all.
+    Known attributes use :data:`TELLING_WORDS`; a colour-swap pair
+    (``attribute`` ``"colour_swap:<colour>,<colour>"``, see :func:`pair_attribute`)
+    counts a caption naming one of the swapped colours; any other kind counts a
+    caption that names a colour at all.
     """
+    if attribute.startswith("colour_swap:"):
+        colours = [c for c in attribute.split(":", 1)[1].split(",") if c]
+        return bool(colours) and bool(_phrases(colours).search(caption.lower()))
     words = words_of(caption)
     telling = TELLING_WORDS.get(attribute)
     if telling is None:
         return bool(words & COLOUR_WORDS)
     return bool(words & telling)
+
+
+def _phrases(names: Iterable[str]) -> re.Pattern:
+    """A pattern matching any of ``names`` as whole words (longest first)."""
+    ordered = sorted({n.lower() for n in names}, key=len, reverse=True)
+    return re.compile(r"\b(" + "|".join(map(re.escape, ordered)) + r")\b")
+
+
+def pair_attribute(pair: Mapping) -> str:
+    """What separates a marked pair: its ``attribute``, or for a colour-swap pair (``colours`` listed)
+    ``"colour_swap:<colour>,<colour>"``."""
+    if "attribute" in pair:
+        return str(pair["attribute"])
+    if "colours" in pair:
+        return "colour_swap:" + ",".join(str(c) for c in pair["colours"])
+    return ""
 
 
 def partner_outcomes(
@@ -163,7 +184,7 @@ def partner_outcomes(
         a, b = (int(i) for i in pair["ids"])
         if a in in_gallery and b in in_gallery:
             partner[a], partner[b] = b, a
-            attribute[a] = attribute[b] = str(pair.get("attribute", ""))
+            attribute[a] = attribute[b] = pair_attribute(pair)
     columns = {pid: np.flatnonzero(g_pids == pid) for pid in partner}
     index, wins = [], []
     for q, pid in enumerate(q_pids.tolist()):
@@ -255,9 +276,15 @@ def rare_colour_mask(captions: Sequence[str], rare_colours: Iterable[str]) -> np
     rare = sorted(set(rare_colours))
     columns = [COLOUR_NAMES.index(c) for c in rare if c in COLOUR_NAMES]
     others = [c for c in rare if c not in COLOUR_NAMES]
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, others)) + r")\b") if others else None
+    pattern = _phrases(others) if others else None
     return np.array([bool(caption_colour_vector(c)[columns].any())
                      or bool(pattern is not None and pattern.search(c.lower())) for c in captions], dtype=bool)
+
+
+def _rare_names(record) -> list[str]:
+    if isinstance(record, Mapping):
+        return [str(record["colour"]), *(str(w) for w in record.get("words", ()))]
+    return [str(record)]
 
 
 def rare_colour_probe(
@@ -271,13 +298,14 @@ def rare_colour_probe(
     """R@1 (per query, 0/100) on the queries naming a rare colour and on the others.
 
     The rare colours are ``attributes["rare_colours"]`` when the dataset marks
-    them, else :func:`rare_colours_from_counts` of ``train_captions``.
+    them (names, or records with a ``colour`` and the ``words`` a caption uses
+    for it), else :func:`rare_colours_from_counts` of ``train_captions``.
     """
     r1 = np.asarray(r1, dtype=np.float64)
     if len(r1) != len(captions):
         raise ValueError(f"{len(r1)} per-query values for {len(captions)} captions; pass the same split's")
     if attributes is not None and "rare_colours" in attributes:
-        words, source = frozenset(str(w) for w in attributes["rare_colours"]), "attributes.json"
+        words, source = frozenset(w for r in attributes["rare_colours"] for w in _rare_names(r)), "attributes.json"
     elif train_captions is not None:
         words, source = rare_colours_from_counts(colour_counts(train_captions), share), "training counts"
     else:
