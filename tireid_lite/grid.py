@@ -346,7 +346,7 @@ def run_grid(spec: Spec, out_dir: str | os.PathLike, *, profile: str = "", execu
         spec.arms[c.arm].method, profile, c.seed, spec.overrides(c, profile))))]
     say(f"grid {spec.name}: {len(cells)} cells ({len(spec.arms)} arms x {len(spec.seeds)} seeds"
         + (f" x {len(spec.noise)} noise rates" if spec.noise else "") + f"), {len(cells) - len(todo)} done before, "
-        f"profile {profile}, results in {out}")
+        f"profile {profile}")
     start, durations = time.perf_counter(), []
     for done, record in enumerate(executor.run(run_cell, [(spec, c, out, profile) for c in todo]), start=1):
         durations.append(record["cell_s"])
