@@ -2,7 +2,10 @@
 
 ``tests/golden/<notebook>.json`` holds, for every metric the notebook writes,
 ``{"value": ..., "tol": ..., "why": "..."}``: the expected value, the absolute
-tolerance allowed, and a one-line reason for that tolerance.
+tolerance allowed, and a one-line reason for that tolerance. An optional
+``floors`` section holds mechanism floors (a probe minus its control, at least
+``min_gap``; :func:`~tireid_lite.eval.floors.check_floors`), which catch a head
+cut off from its input even where every value stays within its tolerance.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tireid_lite.course import list_notebooks, run_notebook
+from tireid_lite.eval.floors import check_floors
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 NOTEBOOKS = list_notebooks()
@@ -81,6 +85,6 @@ def test_notebook_reproduces_golden_metrics(notebook, tmp_path):
     assert golden_file.exists(), f"{notebook.name} has no golden metrics file {golden_file}"
     run = run_notebook(notebook, tmp_path, {"profile": "cpu"})
     assert run.status == "ok", f"{notebook.name} failed: {run.error}"
-    golden = json.loads(golden_file.read_text())["metrics"]
-    problems = compare_metrics(run.metrics, golden)
+    record = json.loads(golden_file.read_text())
+    problems = compare_metrics(run.metrics, record["metrics"]) + check_floors(run.metrics, record.get("floors", {}))
     assert not problems, f"{notebook.name} metrics differ from {golden_file.name}:\n" + "\n".join(problems)

@@ -51,3 +51,28 @@ def test_paired_difference_averages_seeds_per_query():
     assert same.diff == 0 and same.low == 0 and same.high == 0 and not same.excludes_zero
     with pytest.raises(ValueError, match="same shape"):
         paired_difference(a, b[:, :2])
+
+
+def test_seed_summary_states_mean_std_and_the_number_of_seeds():
+    from tireid_lite.eval.statistics import seed_summary
+
+    assert seed_summary([1.0, 3.0]) == "2.00 ± 1.41 (2 seeds)"  # std of (1, 3) with ddof 1 = sqrt(2)
+    assert seed_summary([5.0]) == "5.00 ± nan (1 seed)"
+
+
+def test_paired_table_gives_each_arm_its_difference_to_the_reference():
+    from tireid_lite.eval.statistics import paired_table
+
+    q = 400
+    rng = np.random.default_rng(0)
+    base = {s: (rng.random(q) < 0.3) * 100.0 for s in (0, 1)}
+    better = {s: np.maximum(base[s], (rng.random(q) < 0.5) * 100.0) for s in (0, 1)}  # never worse, often better
+    same = {s: base[s].copy() for s in (0, 1)}
+    table = paired_table({"base": base, "better": better, "same": same}, "base").set_index("arm")
+    expected = np.mean([better[s] - base[s] for s in (0, 1)])
+    assert table.loc["better", "diff"] == pytest.approx(expected)
+    assert table.loc["better", "excludes_zero"] and "excludes 0 (2 seeds): above base" in table.loc["better", "verdict"]
+    assert table.loc["same", "diff"] == 0.0 and not table.loc["same", "excludes_zero"]
+    assert table.loc["base", "verdict"] == "reference" and table.loc["base", "seeds"] == 2
+    with pytest.raises(ValueError, match="no runs"):
+        paired_table({"base": base}, "other")

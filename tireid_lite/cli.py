@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tireid_lite.train.cli", "train a model (cpu or gpu profile)"),
     "eval": ("tireid_lite.eval.cli", "evaluate a checkpoint and print its metrics as JSON"),
     "import-checkpoint": ("tireid_lite.models.released", "turn IRRA's or RDE's released checkpoint into one `tireid eval` scores"),
+    "grid": ("tireid_lite.grid", "run a grid spec (arms x seeds x noise rates) into tidy and paired tables"),
     "course": ("tireid_lite.course", "run the notebooks with papermill and write an HTML summary"),
     "env": ("tireid_lite.envinfo", "print versions, device and threads"),
 }

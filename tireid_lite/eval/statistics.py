@@ -83,3 +83,47 @@ def paired_difference(
     low, high = np.quantile(means, [tail, 1.0 - tail])
     return PairedDifference(metric=metric, diff=float(per_query.mean()), low=float(low), high=float(high),
                             seed_diffs=tuple(float(d) for d in (b2 - a2).mean(axis=1)), queries=num, level=level)
+
+
+def seed_summary(values, digits: int = 2) -> str:
+    """``mean ± std (n seeds)`` of one metric's per-seed values (std with ``ddof=1``; ``± nan`` for one seed)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no values to summarise; train at least one seed")
+    std = float(x.std(ddof=1)) if x.size > 1 else float("nan")
+    return f"{x.mean():.{digits}f} ± {std:.{digits}f} ({x.size} seed{'s' if x.size != 1 else ''})"
+
+
+def paired_table(per_query, reference: str, metric: str = "R1", *, n_boot: int = 2000, seed: int = 0):
+    """One row per arm: its metric as ``mean ± std`` over seeds and ``arm - reference`` with its interval.
+
+    ``per_query`` maps an arm's name to ``{seed: (Q,) per-query values}`` (the
+    same queries for every arm, e.g. :func:`~tireid_lite.eval.metrics.per_query_metrics`).
+    Each difference is a :func:`paired_difference` over the seeds the two arms
+    share. Columns: ``arm``, ``seeds``, ``mean ± std``, ``diff``, ``low``,
+    ``high``, ``excludes_zero`` and ``verdict`` ("reference" for the reference
+    arm; else the interval's reading). A DataFrame. Taught in ``10_paper_tables``.
+    """
+    import pandas as pd
+
+    if reference not in per_query:
+        raise ValueError(f"reference arm {reference!r} has no runs; arms with runs: {sorted(per_query)}")
+    rows = []
+    for arm, by_seed in per_query.items():
+        means = [float(np.mean(v)) for v in by_seed.values()]
+        row = {"arm": arm, "seeds": len(by_seed), "mean ± std": seed_summary(means)}
+        if arm == reference:
+            row.update(diff=0.0, low=0.0, high=0.0, excludes_zero=False, verdict="reference")
+        else:
+            common = sorted(set(by_seed) & set(per_query[reference]))
+            if not common:
+                raise ValueError(f"arms {reference!r} and {arm!r} share no seed; train both with the same seeds")
+            d = paired_difference(np.stack([per_query[reference][s] for s in common]),
+                                  np.stack([by_seed[s] for s in common]), metric, n_boot=n_boot, seed=seed)
+            side = "above" if d.low > 0 else "below" if d.high < 0 else "not distinguishable from"
+            test = "excludes" if d.excludes_zero else "includes"
+            seeds = f"{len(common)} seed{'s' if len(common) != 1 else ''}"
+            row.update(diff=d.diff, low=d.low, high=d.high, excludes_zero=d.excludes_zero,
+                       verdict=f"interval {test} 0 ({seeds}): {side} {reference}")
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -199,6 +199,7 @@ class NoisePartitioner:
             "partition_clean": counts["clean"],
             "partition_noisy": counts["noisy"],
             "partition_uncertain": counts["uncertain"],
+            "partition_true_noisy": scores["noisy"],  # the injected truth: what a random flagger is compared on
         }
         return weights.to(device), stats
 

@@ -1,0 +1,122 @@
+"""`tireid grid`: spec checks, a two-cell grid through the model cache, resuming, the tidy and paired tables."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from tireid_lite.errors import ConfigError
+from tireid_lite.grid import LocalExecutor, load_spec, run_grid
+
+TINY = [
+    "data.dataset=synth", "data.synth_ids_train=8", "data.synth_ids_val=3", "data.synth_ids_test=4",
+    "data.synth_images_per_id=2", "data.image_size=[48,16]", "data.max_length=48", "data.train_identities=0",
+    "model.image_width=32", "model.image_depth=1", "model.image_heads=2", "model.text_width=32",
+    "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32", "model.cross_depth=1", "model.cross_heads=2",
+    "model.warm_start=none", "train.batch_size=8", "train.num_epochs=1", "train.threads=1", "train.epoch_fraction=1",
+]
+
+
+def _spec(tmp_path, **changes):
+    spec = {"name": "tiny", "paper": "IRRA (CVPR 2023)", "reference": "baseline", "seeds": [0], "shared": TINY,
+            "arms": {"baseline": {"method": "baseline"}, "irra": {"method": "irra"}},
+            "probes": ["partners", "rare_colour", "mlm"], **changes}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIREID_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TIREID_PROGRESS", "0")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"reference": "other"}, "reference 'other' is not an arm"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"arms": {"a": {"method": "irra", "overide": []}}}, "arm 'a' must be"),
+    ({"noise": [1.5]}, "noise must be a list of rates"),
+    ({"probes": ["nope"]}, "probes must be a list"),
+    ({"colour": 1}, "unknown keys ['colour']"),
+])
+def test_a_bad_spec_is_one_clear_error(tmp_path, changes, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_spec(_spec(tmp_path, **changes))
+    with pytest.raises(ConfigError, match="not found"):
+        load_spec(tmp_path / "absent.yaml")
+
+
+def test_cells_cross_arms_seeds_and_noise_rates(tmp_path):
+    spec = load_spec(_spec(tmp_path, seeds=[0, 1], noise=[0.0, 0.2]))
+    assert len(spec.cells()) == 2 * 2 * 2
+    cell = spec.cells()[-1]
+    assert cell.key == "irra-seed1-noise0.2" and spec.overrides(cell)[-1] == "data.noise_rate=0.2"
+
+
+def test_a_two_cell_grid_runs_resumes_and_writes_its_tables(tmp_path, cache):
+    spec = load_spec(_spec(tmp_path))
+    out = tmp_path / "results"
+    lines: list[str] = []
+    tables = run_grid(spec, out, profile="cpu", executor=LocalExecutor(), say=lines.append)
+    progress = [line for line in lines if line.startswith("[")]
+    assert len(progress) == 2 and all("ETA" in line for line in progress) and progress[-1].startswith("[2/2]")
+    tidy = pd.read_csv(out / "tidy.csv")
+    assert set(tidy.columns) >= {"arm", "seed", "noise", "metric", "value", "config_hash", "commit"}
+    assert set(tidy["arm"]) == {"baseline", "irra"}
+    record = json.loads((out / "cells" / "irra-seed0.json").read_text())
+    assert tidy.query("arm == 'irra' and metric == 'R1'")["value"].item() == pytest.approx(record["metrics"]["R1"])
+    assert record["config_hash"].startswith("irra-cpu-seed0-")
+    assert {"mlm_colour_true", "mlm_colour_shuffled", "partner_share", "rare_colour_R1"} <= set(record["metrics"])
+    assert "mlm_colour_true" not in json.loads((out / "cells" / "baseline-seed0.json").read_text())["metrics"]
+    assert any("colour_swap_pairs: not marked" in n for n in json.loads((out / "notes.json").read_text())["notes"])
+    paired = pd.read_csv(out / "paired.csv")
+    row = paired.query("arm == 'irra' and metric == 'R1'").iloc[0]
+    assert row["low"] <= row["diff"] <= row["high"] and "0 (1 seed): " in row["verdict"]
+    assert row["diff"] == pytest.approx(record["metrics"]["R1"] - tables["tidy"].query(
+        "arm == 'baseline' and metric == 'R1'")["value"].item())
+
+    lines.clear()  # everything done: nothing runs again
+    run_grid(spec, out, profile="cpu", say=lines.append)
+    assert "2 done before" in lines[0] and not [line for line in lines if line.startswith("[")]
+
+    (out / "cells" / "irra-seed0.json").unlink()  # as if killed before the last cell finished
+    lines.clear()
+    run_grid(spec, out, profile="cpu", say=lines.append)
+    assert "1 done before" in lines[0]
+    assert next(line for line in lines if line.startswith("[")).startswith("[2/2] irra seed 0: R1")
+    assert "from the cache" in lines[-1]
+
+    from tireid_lite.cli import main
+
+    assert main(["grid", "--spec", str(tmp_path / "tiny.yaml"), "--out", str(out), "--profile", "cpu"]) == 0
+    assert (out / "paired.csv").stat().st_size > 0
+
+
+def test_the_kit_ships_one_valid_spec_per_paper():
+    from pathlib import Path
+
+    from tireid_lite.zoo import zoo_config
+
+    specs = {p.stem: load_spec(p) for p in sorted((Path(__file__).parents[1] / "grids").glob("*.yaml"))}
+    assert set(specs) == {"irra", "kpdm", "bilma", "noise", "cada", "partlevel"}
+    for spec in specs.values():
+        for cell in spec.cells():  # every cell's config is valid in both profiles
+            for profile in ("cpu", "gpu"):
+                zoo_config(spec.arms[cell.arm].method, profile, cell.seed, spec.overrides(cell, profile))
+
+
+def test_select_keeps_the_reference_and_refuses_unknown_arms(tmp_path):
+    from tireid_lite.grid import select
+
+    spec = select(load_spec(_spec(tmp_path, seeds=[0, 1, 2])), arms="irra", seeds="1")
+    assert list(spec.arms) == ["baseline", "irra"] and spec.seeds == (1,)
+    with pytest.raises(ConfigError, match="not in grid tiny"):
+        select(spec, arms="nope")
+    noisy = load_spec(_spec(tmp_path, noise=[0.0, 0.5]))
+    assert select(noisy, noise="0.5").noise == (0.5,) and len(select(noisy, noise="0.5").cells()) == 2
+    with pytest.raises(ConfigError, match="has noise rates"):
+        select(noisy, noise="0.3")

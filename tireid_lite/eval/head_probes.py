@@ -1,0 +1,214 @@
+"""Probes that run a model's heads against a control: does the MLM head read the image, does MIM read the caption?
+
+* :func:`mlm_image_probe` (IRRA's masked-language head): every colour word (or
+  garment word) of a test caption is masked and predicted twice, once with the
+  image the caption was written for and once with another identity's image.
+  A head that reads the image names more of them with the true image; the
+  difference ``true - shuffled`` is the probe, with a bootstrap interval over
+  the masked words (:func:`~tireid_lite.eval.statistics.paired_difference`);
+* :func:`mim_caption_probe` (BiLMa's masked-image head, semantic target): the
+  part class of masked patches predicted with the image's own caption and with
+  an empty one, on the same masks, beside a *position-only prior* that names,
+  at each patch position, the commonest class there (counted on another split's
+  part maps). A head whose accuracy is the prior's has learned where parts
+  usually are, not what the image or the caption shows; the small parts (hat,
+  hair, face, arms, shoes, bag) are where the prior is weakest.
+
+Taught in ``10_paper_tables``; used by ``tireid grid`` and the regression floors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from tireid_lite.data.mim_targets import mim_targets
+from tireid_lite.data.patch_labels import ParsingMaps
+from tireid_lite.data.synth.attributes import BAGS, BOTTOMS, HATS, TOPS
+from tireid_lite.data.synth.materials import PART_CLASSES, PART_INDEX
+from tireid_lite.eval.colour_matching import COLOUR_WORDS
+from tireid_lite.eval.statistics import paired_difference
+from tireid_lite.losses.mim import random_patch_mask
+
+GARMENT_WORDS = frozenset(w for w in (*TOPS, *BOTTOMS, *HATS, *BAGS, "shoes", "sneakers") if w != "none")
+WORD_CLASSES: dict[str, frozenset[str]] = {"colour": COLOUR_WORDS, "garment": GARMENT_WORDS}
+SMALL_PARTS = ("hat", "hair", "face", "arms", "shoes", "bag")
+
+
+def word_ids(tokenizer: Any, words: Iterable[str]) -> dict[int, str]:
+    """Token id -> word for each of ``words`` that the tokenizer keeps as one known token."""
+    out = {}
+    for word in sorted(words):
+        ids = tokenizer.encode(word)[1:-1]  # without the start and end tokens
+        if len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_id", None):
+            out[int(ids[0])] = word
+    return out
+
+
+def _other_identity(pids: np.ndarray) -> np.ndarray:
+    """For each item, the index of the nearest later item (cyclically) of another identity."""
+    n = len(pids)
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        for step in range(1, n):
+            j = (i + step) % n
+            if pids[j] != pids[i]:
+                out[i] = j
+                break
+        else:
+            raise ValueError("every probed caption belongs to one identity; the shuffled-image control needs two")
+    return out
+
+
+@torch.no_grad()
+def mlm_image_probe(
+    model: Any,
+    data: Any,
+    split: str = "test",
+    *,
+    max_captions: int = 400,
+    batch_size: int = 64,
+    classes: Iterable[str] = ("colour", "garment"),
+) -> dict[str, dict[str, float | int | bool]]:
+    """Top-1 accuracy (percent) of the MLM head on masked colour and garment words, true vs shuffled image.
+
+    For each word class, the first ``max_captions`` queries of ``split`` that
+    contain a word of the class have every such word replaced by the mask
+    token; the head predicts them from the true image and from the image of
+    the next probed caption of another identity. Returns per class ``true``,
+    ``shuffled``, ``gap`` (true - shuffled) with its 95% bootstrap interval
+    over the masked words (``low``, ``high``, ``excludes_zero``) and ``words``.
+    Needs a model with IRRA's masked-language head (``model.heads["mlm"]``).
+    """
+    if "mlm" not in model.heads:
+        raise ValueError(f"mlm_image_probe needs a masked-language head; model.method "
+                         f"{getattr(model, 'method', '?')!r} has heads {list(model.heads)} (use irra, kpdm or bilma)")
+    head, tok = model.heads["mlm"], model.tokenizer
+    was_training = model.training
+    model.eval()
+    queries, gallery = data.queries(split), data.gallery(split)
+    out = {}
+    try:
+        for name in classes:
+            if name not in WORD_CLASSES:
+                raise ValueError(f"unknown word class {name!r}; use one of {sorted(WORD_CLASSES)}")
+            targets = torch.tensor(sorted(word_ids(tok, WORD_CLASSES[name])), dtype=torch.long)
+            has_word = torch.isin(queries.caption_ids, targets).any(dim=1).numpy()
+            chosen = np.flatnonzero(has_word)[:max_captions]
+            if len(chosen) < 2:
+                out[name] = {"words": 0, "note": f"fewer than two {split} captions name a {name} word"}
+                continue
+            other = chosen[_other_identity(queries.pids[chosen])]
+            hits = {"true": [], "shuffled": []}
+            for start in range(0, len(chosen), batch_size):
+                rows = chosen[start:start + batch_size]
+                ids = queries.caption_ids[rows]  # (B, L)
+                where = torch.isin(ids, targets)  # (B, L) the words to predict
+                masked = ids.masked_fill(where, tok.mask_token_id)
+                for key, source in (("true", rows), ("shuffled", other[start:start + batch_size])):
+                    images = torch.stack([gallery[int(queries.image_ids[q])]["images"] for q in source])
+                    logits = head.logits(model, masked, model.encode_image_tokens(images))  # (B, L, V)
+                    hits[key].append((logits.argmax(-1) == ids)[where].float().numpy())
+            true, shuffled = (100 * np.concatenate(hits[k]) for k in ("true", "shuffled"))
+            diff = paired_difference(shuffled, true, f"MLM {name} accuracy (true - shuffled image)")
+            out[name] = {"true": float(true.mean()), "shuffled": float(shuffled.mean()), "gap": diff.diff,
+                         "low": diff.low, "high": diff.high, "excludes_zero": diff.excludes_zero,
+                         "words": int(true.size), "captions": len(chosen)}
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _targets(data: Any, split: str, indices: Iterable[int], patch_size: int) -> torch.Tensor:
+    """Semantic MIM targets (B, N) of gallery images ``indices`` of ``split``."""
+    gallery = data.gallery(split)
+    maps = ParsingMaps.for_dataset(data.dataset)
+    index = list(indices)
+    images = torch.stack([gallery[i]["images"] for i in index])
+    part_maps = torch.from_numpy(np.stack([maps.load(gallery.paths[i], size=data.image_size) for i in index]))
+    return mim_targets(images, part_maps.long(), patch_size, "semantic")
+
+
+def position_prior(data: Any, split: str, patch_size: int, *, max_images: int = 400) -> torch.Tensor:
+    """(N,) the commonest part class at each patch position over ``split``'s first ``max_images`` images."""
+    count = min(max_images, len(data.gallery(split)))
+    targets = torch.cat([_targets(data, split, range(s, min(s + 128, count)), patch_size)
+                         for s in range(0, count, 128)])  # (M, N)
+    num_classes = len(PART_CLASSES)
+    votes = torch.nn.functional.one_hot(targets, num_classes).sum(0)  # (N, C)
+    return votes.argmax(-1)
+
+
+@torch.no_grad()
+def mim_caption_probe(
+    model: Any,
+    data: Any,
+    split: str = "test",
+    *,
+    prior_split: str = "val",
+    seed: int = 0,
+    max_images: int = 400,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Accuracy (percent) of the semantic MIM head with the caption, with an empty caption, and of the
+    position prior, on the same masked patches of ``split``'s first ``max_images`` images.
+
+    Returns ``with_caption``, ``without_caption``, ``prior`` (all masked
+    patches), the same three over the small parts (``small_*``),
+    ``small_over_prior`` and ``caption_gain`` (with - without, all patches)
+    each with a bootstrap interval over patches (``*_low``, ``*_high``),
+    ``per_class`` (a dict of class -> the three accuracies and the count) and
+    ``patches``.
+    """
+    if "mim" not in model.heads or model.heads["mim"].target != "semantic":
+        raise ValueError("mim_caption_probe needs the semantic MIM head (method=bilma, model.bilma.mim_target=semantic)")
+    head = model.heads["mim"]
+    was_training = model.training
+    model.eval()
+    try:
+        prior = position_prior(data, prior_split, head.patch_size)  # (N,)
+        gallery, queries = data.gallery(split), data.queries(split)
+        first_caption: dict[int, int] = {}
+        for q, image_id in enumerate(queries.image_ids.tolist()):
+            first_caption.setdefault(image_id, q)
+        empty = model.tokenizer("")  # (1, L): start and end tokens only
+        generator = torch.Generator().manual_seed(seed)
+        rows = {"target": [], "with": [], "without": [], "prior": []}
+        count = min(max_images, len(gallery))
+        for start in range(0, count, batch_size):
+            index = list(range(start, min(start + batch_size, count)))
+            images = torch.stack([gallery[i]["images"] for i in index])
+            target = _targets(data, split, index, head.patch_size)  # (B, N)
+            captions = torch.stack([queries.caption_ids[first_caption[i]] for i in index])  # (B, L)
+            patch_mask = random_patch_mask(len(index), model.image_tower.num_patches, head.ratio, generator)
+            with_caption = head.predictions(model, images, patch_mask, captions).argmax(-1)
+            without = head.predictions(model, images, patch_mask, empty.expand(len(index), -1)).argmax(-1)
+            rows["target"].append(target[patch_mask])
+            rows["with"].append(with_caption[patch_mask])
+            rows["without"].append(without[patch_mask])
+            rows["prior"].append(prior.expand_as(target)[patch_mask])
+    finally:
+        model.train(was_training)
+    target = torch.cat(rows["target"]).numpy()
+    hit = {k: 100.0 * (torch.cat(rows[k]).numpy() == target) for k in ("with", "without", "prior")}
+    small = np.isin(target, [PART_INDEX[p] for p in SMALL_PARTS])
+    out: dict[str, Any] = {"with_caption": float(hit["with"].mean()), "without_caption": float(hit["without"].mean()),
+                           "prior": float(hit["prior"].mean()), "patches": int(target.size),
+                           "small_patches": int(small.sum())}
+    for key, part in (("with_caption", "with"), ("without_caption", "without"), ("prior", "prior")):
+        out[f"small_{key}"] = float(hit[part][small].mean()) if small.any() else float("nan")
+    if small.sum() >= 2:
+        d = paired_difference(hit["prior"][small], hit["with"][small], "MIM small-part accuracy over the prior")
+        out.update(small_over_prior=d.diff, small_over_prior_low=d.low, small_over_prior_high=d.high)
+    gain = paired_difference(hit["without"], hit["with"], "MIM accuracy, caption - no caption")
+    out.update(caption_gain=gain.diff, caption_gain_low=gain.low, caption_gain_high=gain.high)
+    out["per_class"] = {
+        name: {"count": int((target == c).sum()),
+               **{k: float(hit[p][target == c].mean()) if (target == c).any() else None
+                  for k, p in (("with_caption", "with"), ("without_caption", "without"), ("prior", "prior"))}}
+        for c, name in enumerate(PART_CLASSES)
+    }
+    return out
