@@ -42,7 +42,7 @@ bench: setup
 
 ## Bring each notebook and its py:percent twin in sync (the newer one wins).
 sync: setup
-	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.ipynb
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.ipynb notebooks/solutions/[0-9][0-9]_*.ipynb
 
 ## Re-execute the notebooks in place (cpu profile) to refresh their committed outputs.
 notebooks: setup
