@@ -18,8 +18,9 @@
 # The exercises that close `03_kpdm_key_phrase_masking`, solved. Exercise 3 trains one short run (the
 # notebook's own settings) and compares it with the notebook's phrase arm, seed for seed.
 #
-# **Run time on cpu**: about a minute the first time on an idle 2-core machine, seconds afterwards. `quick=True`
-# trains on 32 identities for a few steps: the code runs, the numbers mean nothing.
+# **Run time on cpu**: two short trainings (03's phrase arm when it is not cached, and the larger budget), about
+# 3 minutes on a shared 2-core machine at load 6-8; seconds once they are cached. `quick=True` trains on 32
+# identities for a few steps: the code runs, the numbers mean nothing.
 
 # %%
 import numpy as np

@@ -19,8 +19,9 @@
 # first 500 training identities; the "+ATP+ARA" model is 07's own, cached). One seed: each comparison comes
 # with a bootstrap interval over the test queries.
 #
-# **Run time on cpu**: three short CADA trainings (an ATP step costs about three times a global-only step: a
-# few minutes on an idle 2-core machine), then a minute or two for the probes and the re-ranking. `quick=True`
+# **Run time on cpu**: four short CADA trainings (07's "+ATP+ARA" arm when it is not cached, then three; an ATP step
+# costs about three times a global-only step), then the probes and the re-ranking of the whole test split: 12
+# minutes on a shared 2-core machine at load 8-10, under a minute once the models are cached. `quick=True`
 # trains on 32 identities for a few steps and re-ranks the first 200 queries: the code runs, the numbers mean
 # nothing.
 
