@@ -42,7 +42,7 @@ bench: setup
 
 ## Bring each notebook and its py:percent twin in sync (the newer one wins).
 sync: setup
-	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.ipynb
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.ipynb notebooks/solutions/[0-9][0-9]_*.ipynb
 
 ## The papers' ablations in miniature: every grid spec in grids/ into results/tables/<name>/ (tidy.csv,
 ## summary.csv, paired.csv). Hours on 2 cores; resumable (a rerun skips finished cells).

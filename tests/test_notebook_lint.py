@@ -1,6 +1,6 @@
 """The notebooks as text: their code passes pyflakes-level checks, their markdown renders.
 
-Code: every ``notebooks/NN_*.py`` twin is checked by ruff's pyflakes rules (F:
+Code: every ``notebooks/NN_*.py`` twin (and ``notebooks/solutions/NN_*_solutions.py``) is checked by ruff's pyflakes rules (F:
 unused imports, undefined names, ...) and syntax errors (E9). Markdown: no
 control characters (a ``\\t`` or ``\\b`` that lost its backslash in ``\\tfrac``
 or ``\\big``), and every ``$``-delimited formula closed. Stored outputs hold
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-IPYNB = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = NOTEBOOKS / "solutions"  # the instructors' solutions, linted like the course
+IPYNB = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) + sorted(SOLUTIONS.glob("[0-9][0-9]_*_solutions.ipynb"))
 CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")  # tab included: markdown has no use for one
 ABSOLUTE = re.compile(r"(?<![\w.])/(tmp|root|home|work)/")
 

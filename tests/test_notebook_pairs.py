@@ -1,4 +1,4 @@
-"""Each notebook and its py:percent twin say the same thing.
+"""Each notebook and its py:percent twin say the same thing (course notebooks and their solutions).
 
 The twin is regenerated from the .ipynb (fixed direction, never timestamps)
 with the project's jupytext configuration and compared line by line.
@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-IPYNBS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-TWINS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+SOLUTIONS = NOTEBOOKS / "solutions"  # the instructors' solutions are pairs too
+IPYNBS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) + sorted(SOLUTIONS.glob("[0-9][0-9]_*.ipynb"))
+TWINS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")) + sorted(SOLUTIONS.glob("[0-9][0-9]_*.py"))
 JUPYTEXT = [sys.executable, "-m", "jupytext"]
 
 
