@@ -28,16 +28,13 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from tireid_lite.data.transforms import mirror_caption
-
-if TYPE_CHECKING:
-    from tireid_lite.data.torch_data import TrainPairsDataset
 
 NUMPY_SEED_HIGH = 2**62  # the per-item path's numpy seed: torch.randint(0, 2**62) from the item's generator
 
@@ -118,7 +115,7 @@ class InMemoryBatches:
     generator with in the per-item path) and returns the collated batch.
     """
 
-    def __init__(self, train_set: TrainPairsDataset, recipe: Recipe) -> None:
+    def __init__(self, train_set: Dataset, recipe: Recipe) -> None:
         self.train_set = train_set
         self.recipe = recipe
         height, width = recipe.size
@@ -155,7 +152,7 @@ class InMemoryBatches:
             train_set._part_cache.clear()
 
     @classmethod
-    def for_dataset(cls, train_set: TrainPairsDataset) -> InMemoryBatches | None:
+    def for_dataset(cls, train_set: Dataset) -> InMemoryBatches | None:
         """The batched loader of ``train_set``, or ``None`` when the per-item path must be kept: images
         not cached, a transform other than the kit's recipe, or an image not of the recipe's size."""
         if train_set._image_cache is None:

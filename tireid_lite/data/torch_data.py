@@ -34,6 +34,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from tireid_lite.data.batched import InMemoryBatches
 from tireid_lite.data.noise import NoiseInjection
 from tireid_lite.data.records import SPLITS, PedesDataset
 from tireid_lite.data.transforms import has_horizontal_flip, mirror_caption
@@ -42,7 +43,6 @@ from tireid_lite.text.masking import augment_caption_ids
 from tireid_lite.text.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
-    from tireid_lite.data.batched import InMemoryBatches
     from tireid_lite.data.patch_labels import ParsingMaps
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
@@ -157,8 +157,6 @@ class TrainPairsDataset(Dataset):
         if self.text_aug > 0:
             return None
         if self._batches is None or self._batches[0] is not self.transform:
-            from tireid_lite.data.batched import InMemoryBatches
-
             self._batches = (self.transform, InMemoryBatches.for_dataset(self))
         batches = self._batches[1]
         return None if batches is None else batches.batch(indices, seeds)
