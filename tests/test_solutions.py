@@ -2,7 +2,8 @@
 
 Each course notebook ``NN_slug`` has ``solutions/NN_slug_solutions.ipynb``. Every
 solution is executed with papermill and ``quick=True``, which shrinks each
-training to a few steps on 32 (05: 64) identities (the committed outputs are those of a
+training to a few steps on a few identities (32 in most, 64 in 05, the 4 of 09's fixture; see each
+solution's quick settings; the committed outputs are those of a
 run with the default settings); it must finish and write the answers it computed
 into ``metrics.json``. The course runner never lists them.
 """
