@@ -39,9 +39,9 @@ from typing import Sequence
 import pandas as pd
 
 from tireid_lite import __version__
+from tireid_lite.cache import cache_dir
 from tireid_lite.cache_lock import fill_lock
 from tireid_lite.config import Config, apply_overrides, get_profile, identity_dict
-from tireid_lite.cache import cache_dir
 from tireid_lite.errors import TIReIDError
 from tireid_lite.models.head import NEEDS_PAIR_WEIGHTS
 from tireid_lite.models.methods import method_needs
@@ -153,12 +153,7 @@ def _get_or_train(
     retrain: bool = False,
     device: str = "cpu",
 ) -> ZooModel:
-    """The trained model for ``(method, profile, seed, overrides)``: from the cache, or trained now.
-
-    ``overrides`` are ``section.key=value`` strings as for ``tireid train --set``.
-    ``retrain=True`` trains again and replaces the cached copy. The model is
-    returned on ``device`` in eval mode. Taught in ``02_baseline_irra``.
-    """
+    """:func:`get_or_train`'s work, with its lock held: load the cached model, or train it now."""
     cfg = zoo_config(method, profile, seed, overrides)
     key = model_key(cfg)
     folder = zoo_dir() / key

@@ -38,7 +38,34 @@ from tireid_lite.data.synth.markings import read_markings
 from tireid_lite.errors import ConfigError
 
 
-class IdentityBalancedSampler(Sampler[list[int]]):
+class _EpochBatches(Sampler[list[int]]):
+    """A batch sampler whose batches are a function of ``(seed, epoch)``: :meth:`all_batches` draws them,
+    the set for the current epoch is kept until :meth:`set_epoch` moves on."""
+
+    epoch: int = 0
+    _cached: tuple[int, list[list[int]]] | None = None
+
+    def all_batches(self, epoch: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's batches from ``(seed, epoch)``; call it before each epoch."""
+        self.epoch = int(epoch)
+
+    def _epoch_batches(self) -> list[list[int]]:
+        if self._cached is None or self._cached[0] != self.epoch:
+            self._cached = (self.epoch, self.all_batches(self.epoch))
+        return self._cached[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._epoch_batches())
+
+    def __len__(self) -> int:
+        """Batches in the current epoch (it can differ by one or two between epochs)."""
+        return len(self._epoch_batches())
+
+
+class IdentityBalancedSampler(_EpochBatches):
     """A batch sampler: each batch holds P identities x K pairs (see the module docstring)."""
 
     def __init__(
@@ -72,10 +99,6 @@ class IdentityBalancedSampler(Sampler[list[int]]):
             )
         self._cached: tuple[int, list[list[int]]] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw this epoch's batches from ``(seed, epoch)``; call it before each epoch."""
-        self.epoch = int(epoch)
-
     def _groups(self, rng: np.random.Generator) -> list[list[np.ndarray]]:
         """Each identity's pairs, shuffled and cut into groups of K."""
         k = self.num_instances
@@ -107,20 +130,10 @@ class IdentityBalancedSampler(Sampler[list[int]]):
             batches.append(batch)
         return batches
 
-    def _epoch_batches(self) -> list[list[int]]:
-        if self._cached is None or self._cached[0] != self.epoch:
-            self._cached = (self.epoch, self.all_batches(self.epoch))
-        return self._cached[1]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._epoch_batches())
-
-    def __len__(self) -> int:
-        """Batches in the current epoch (it can differ by one or two between epochs)."""
-        return len(self._epoch_batches())
 
 
-class HardNegativeSampler(Sampler[list[int]]):
+
+class HardNegativeSampler(_EpochBatches):
     """A batch sampler that draws hard-negative partners into the same batch (see the module docstring)."""
 
     def __init__(
@@ -162,10 +175,6 @@ class HardNegativeSampler(Sampler[list[int]]):
         ))
         self._cached: tuple[int, list[list[int]]] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw this epoch's batches from ``(seed, epoch)``; call it before each epoch."""
-        self.epoch = int(epoch)
-
     def all_batches(self, epoch: int) -> list[list[int]]:
         """Every batch of ``epoch`` (full batches only)."""
         rng = np.random.default_rng([self.seed, epoch, 0x484E])  # a stream of its own
@@ -191,16 +200,7 @@ class HardNegativeSampler(Sampler[list[int]]):
                     batch += waiting.pop(0)
         return batches
 
-    def _epoch_batches(self) -> list[list[int]]:
-        if self._cached is None or self._cached[0] != self.epoch:
-            self._cached = (self.epoch, self.all_batches(self.epoch))
-        return self._cached[1]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._epoch_batches())
-
-    def __len__(self) -> int:
-        return len(self._epoch_batches())
 
 
 def train_partners(root: str | os.PathLike[str]) -> list[tuple[int, int]]:
