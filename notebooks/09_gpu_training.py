@@ -32,6 +32,7 @@
 # path works and say nothing about the papers. **No GPU run of this notebook has been made yet.**
 
 # %%
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ from torch.utils.data import default_collate
 from tireid_lite.config import apply_overrides, flatten, get_profile, load_recipe, recipe_names, recipe_path
 from tireid_lite.data.fixtures import write_fixture
 from tireid_lite.models.tiny_clip import write_tiny_clip
+from tireid_lite.course import notebooks_dir
 from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metrics
 from tireid_lite.train.memory import memory_table
 from tireid_lite.train.trainer import Trainer
@@ -141,9 +143,8 @@ log.round({name: 4 for name in log.columns if name not in ("epoch", "step", "lr"
 # decode the JPEG or PNG, flip with its caption, resize, pad and crop, normalise, erase, tokenize) are timed
 # in this process with one thread, then collated into batches: that is one worker's rate. A GPU needs
 # `ceil(its images/s / one worker's images/s)` workers. `benchmarks/bench_loader.py` measures this on JPEGs
-# at 384x128 and estimates a ViT-B/16 + CLIP step rate from FLOPs (no GPU was measured): about 700 images/s
-# on an A100 and 2,200 on an H100 at 35% of their bf16 peaks, which at this machine's rate is 5 and 16
-# workers (`benchmarks/RESULTS.md`).
+# at 384x128 and estimates a ViT-B/16 + CLIP step rate from FLOPs (no GPU was measured); the cell prints
+# that benchmark's recorded estimate beside this run's own rate.
 
 # %% tags=["nbval-ignore-output"]
 train_set = trainer.data.train_set
@@ -160,6 +161,14 @@ gpu_rate = steps_per_s * cfg.train.batch_size
 print(f"one worker: {loader_rate:.0f} images/s; this run's training: {gpu_rate:.0f} images/s "
       f"-> {max(1, -(-gpu_rate // loader_rate)):.0f} workers needed (data.num_workers={cfg.data.num_workers})")
 print(f"a batch: images {tuple(batch['images'].shape)}, caption ids {tuple(batch['caption_ids'].shape)}")
+bench = notebooks_dir().parent / "benchmarks" / "results" / "loader.json"
+if bench.is_file():
+    f = json.loads(bench.read_text())["figures"]
+    print(f"benchmarks/results/loader.json: one worker {f['tvio_images_per_s']:.0f} images/s at 384x128 from JPEG; "
+          f"estimated at {f['mfu_assumed']:.0%} of bf16 peak: A100 {f['a100_images_per_s']:.0f} images/s -> "
+          f"{f['workers_a100']} workers, H100 {f['h100_images_per_s']:.0f} images/s -> {f['workers_h100']} workers")
+else:
+    print("no loader benchmark recorded yet: run `python benchmarks/run_all.py loader`")
 
 # %% [markdown]
 # ## 4. Peak GPU memory: an estimate
