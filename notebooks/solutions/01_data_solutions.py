@@ -32,8 +32,16 @@ from tireid_lite.data.checker import check_dataset
 from tireid_lite.data.fixtures import break_fixture, write_fixture
 from tireid_lite.data.noise import inject_noise
 from tireid_lite.data.readers import read_dataset
-from tireid_lite.data.synth import CLOTHING_COLOURS, ensure_synth, generate_synth, tokens_of
+from tireid_lite.data.synth import (
+    CLOTHING_COLOURS,
+    ensure_synth,
+    generate_synth,
+    tokens_of,
+)
 from tireid_lite.eval.metrics import retrieval_metrics
+from tireid_lite.eval.probes import (
+    TELLING_WORDS,  # the words that name what tells partners apart
+)
 from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metrics
 
 # %%
@@ -41,9 +49,6 @@ NOTEBOOK = "01_data_solutions"
 COLOUR_SLOTS = ("top_colour", "bottom_colour", "shoe_colour", "hat_colour", "bag_colour", "pattern_colour")
 # As in 01, section 3.1: the feature that tells hard-negative partners apart, and the words that name it.
 FEATURE_OF = {"shoe_colour": "shoes", "hat": "hat", "bag_side": "bag", "bag_colour": "bag", "hair_colour": "hair"}
-TELLING_WORDS = {"shoe_colour": {"shoes", "sneakers"}, "hat": {"cap", "beanie", "knit"},
-                 "bag_side": {"left", "right"}, "bag_colour": {"bag", "backpack", "handbag"},
-                 "hair_colour": {"hair", "ponytail"}}
 
 # %% tags=["parameters"]
 profile = ""

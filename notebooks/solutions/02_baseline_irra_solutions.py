@@ -38,6 +38,9 @@ import torch
 from tireid_lite.checkpoint import seed_everything
 from tireid_lite.data.build import build_data
 from tireid_lite.eval.metrics import per_query_metrics, retrieval_metrics
+from tireid_lite.eval.probes import (
+    TELLING_WORDS,  # the words that name what tells partners apart
+)
 from tireid_lite.eval.retrieval import score_split
 from tireid_lite.eval.statistics import paired_difference
 from tireid_lite.losses.matching import infonce_loss
@@ -58,10 +61,6 @@ from tireid_lite.zoo import get_or_train, zoo_config
 # %%
 NOTEBOOK = "02_baseline_irra_solutions"
 QUICK = ["data.train_identities=32", "train.num_epochs=1", "train.epoch_fraction=1.0"]  # a few steps: runs, proves nothing
-# As in 01, section 3.1: the words that name the feature telling hard-negative partners apart.
-TELLING_WORDS = {"shoe_colour": {"shoes", "sneakers"}, "hat": {"cap", "beanie", "knit"},
-                 "bag_side": {"left", "right"}, "bag_colour": {"bag", "backpack", "handbag"},
-                 "hair_colour": {"hair", "ponytail"}}
 
 # %% tags=["parameters"]
 profile = ""
