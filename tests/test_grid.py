@@ -120,3 +120,35 @@ def test_select_keeps_the_reference_and_refuses_unknown_arms(tmp_path):
     assert select(noisy, noise="0.5").noise == (0.5,) and len(select(noisy, noise="0.5").cells()) == 2
     with pytest.raises(ConfigError, match="has noise rates"):
         select(noisy, noise="0.3")
+
+
+def test_the_submitit_executor_runs_a_two_cell_grid_as_local_jobs(tmp_path, cache):
+    """The submitit path (pickled cells, one process per job, results read back) on its local cluster."""
+    from tireid_lite.grid import SubmititExecutor
+
+    spec = load_spec(_spec(tmp_path))
+    out = tmp_path / "results"
+    executor = SubmititExecutor(out / "slurm", {"timeout_min": 20}, cluster="local")
+    lines: list[str] = []
+    tables = run_grid(spec, out, profile="cpu", executor=executor, say=lines.append)
+    assert [line[:5] for line in lines if line.startswith("[")] == ["[1/2]", "[2/2]"]
+    assert set(tables["tidy"]["arm"]) == {"baseline", "irra"}
+    assert len(list((out / "slurm").glob("*_log.out"))) == 2  # each cell ran as its own job
+    # the jobs trained through the shared model cache: the in-process executor now finds both cells done
+    again: list[str] = []
+    run_grid(spec, out, profile="cpu", executor=LocalExecutor(), say=again.append)
+    assert "2 done before" in again[0]
+
+
+def _fails(*_args):
+    raise ValueError("broken cell")
+
+
+def test_a_failed_submitit_job_names_its_cell_and_log(tmp_path):
+    from tireid_lite.grid import Cell, SubmititExecutor
+
+    executor = SubmititExecutor(tmp_path / "slurm", {}, cluster="local")
+    with pytest.raises(RuntimeError, match=r"grid cell irra-seed0 failed in job .*its log: .*rerun the grid"):
+        list(executor.run(_fails, [(None, Cell("irra", 0, None))]))
+    with pytest.raises(ConfigError, match="slurm: parameters \\['colour'\\] were refused"):
+        SubmititExecutor(tmp_path / "slurm", {"colour": 1}, cluster="local")

@@ -28,8 +28,8 @@ queries with a bootstrap interval and the verdict it supports
 (:func:`~tireid_lite.eval.statistics.paired_table`).
 
 Cells run one after the other in this process (``--executor local``), or as
-Slurm jobs through ``submitit`` (``--executor submitit``, with the spec's
-``slurm:`` parameters) when it is installed. ``make tables`` runs every spec in
+jobs through ``submitit`` (``--executor submitit``, with the spec's ``slurm:``
+parameters): on Slurm, or with ``--cluster local`` one process per cell here. ``make tables`` runs every spec in
 ``grids/``; ``--arms``, ``--seeds`` and ``--noise`` run part of a grid (the reference arm always). Taught in ``10_paper_tables``.
 """
 
@@ -300,21 +300,52 @@ class LocalExecutor:
 
 
 class SubmititExecutor:
-    """Submits each cell as a Slurm job through ``submitit`` (parameters from the spec's ``slurm:``)."""
+    """Runs each cell as a job through ``submitit``, with the spec's ``slurm:`` parameters.
 
-    def __init__(self, folder: Path, parameters: dict[str, Any]) -> None:
+    ``cluster="slurm"`` submits every cell at once and collects the results in
+    order; ``cluster="local"`` runs the jobs on this machine one after the
+    other, each in its own process (the same code path without Slurm, as CI
+    tests it); ``None`` lets submitit pick Slurm when ``sbatch`` is available,
+    else the local cluster. A failed job stops the grid with its cell and log
+    file named; the cells already written stay, so a rerun resumes.
+    """
+
+    def __init__(self, folder: Path, parameters: dict[str, Any], cluster: str | None = None) -> None:
         try:
             import submitit
         except ImportError:
             raise ConfigError("--executor submitit needs the submitit package (pip install submitit); "
                               "or run the grid with --executor local") from None
-        self.executor = submitit.AutoExecutor(folder=str(folder))
-        self.executor.update_parameters(**parameters)
+        if cluster not in (None, "slurm", "local"):
+            raise ConfigError(f"submitit cluster {cluster!r}: use 'slurm', 'local' or leave it unset")
+        self.executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        try:
+            self.executor.update_parameters(**parameters)
+        except (TypeError, ValueError, NameError) as err:  # submitit raises NameError for unknown names
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"the spec's slurm: parameters {sorted(parameters)} were refused by submitit: {reason}. "
+                              "Use submitit's names (e.g. timeout_min, gpus_per_node, cpus_per_task, "
+                              "slurm_partition)") from None
+        self.cluster = self.executor.cluster
+
+    def _result(self, job, args: tuple) -> dict:
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+
+        try:
+            return job.result()
+        except (FailedJobError, UncompletedJobError) as err:
+            cell = getattr(args[1], "key", "?")
+            raise RuntimeError(f"grid cell {cell} failed in job {job.job_id}; its log: {job.paths.stderr}. "
+                               f"Cells finished so far are kept: rerun the grid to resume. ({err})") from None
 
     def run(self, fn: Callable[..., dict], jobs: Sequence[tuple]) -> Iterator[dict]:
-        submitted = [self.executor.submit(fn, *job) for job in jobs]
-        for job in submitted:
-            yield job.result()
+        if self.cluster == "local":  # one process at a time: several would fight over this machine's cores
+            for job in jobs:
+                yield self._result(self.executor.submit(fn, *job), job)
+            return
+        submitted = [(self.executor.submit(fn, *job), job) for job in jobs]
+        for job, args in submitted:
+            yield self._result(job, args)
 
 
 def _cell_done(path: Path, expected_hash: str) -> bool:
@@ -413,6 +444,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="", help="cpu or gpu (default: the spec's, else $TIREID_PROFILE, cpu)")
     parser.add_argument("--executor", choices=("local", "submitit"), default="local",
                         help="local: cells one after the other here; submitit: one Slurm job per cell")
+    parser.add_argument("--cluster", choices=("auto", "slurm", "local"), default="auto",
+                        help="with --executor submitit: slurm, local (one job at a time on this machine, "
+                             "each in its own process), or auto (slurm when sbatch is found)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an override every cell gets after the spec's shared ones (repeatable)")
     parser.add_argument("--arms", default="", help="only these arms, comma-separated (the reference is kept)")
@@ -443,7 +477,9 @@ def select(spec: Spec, arms: str = "", seeds: str = "", noise: str = "") -> Spec
 def run(args: argparse.Namespace) -> int:
     spec = select(load_spec(args.spec, extra_overrides=args.set), args.arms, args.seeds, args.noise)
     out = args.out or Path("results") / "tables" / spec.name
-    executor = SubmititExecutor(out / "slurm", spec.slurm) if args.executor == "submitit" else LocalExecutor()
+    cluster = None if args.cluster == "auto" else args.cluster
+    executor = (SubmititExecutor(out / "slurm", spec.slurm, cluster) if args.executor == "submitit"
+                else LocalExecutor())
     tables = run_grid(spec, out, profile=args.profile, executor=executor)
     if not tables["paired"].empty:
         shown = tables["paired"][tables["paired"]["arm"] != spec.reference]
