@@ -1,0 +1,92 @@
+"""Benchmark: the course (every notebook, cpu profile) on a cold cache, then again on the warm one.
+
+DESIGN.md's budgets: ``make course`` (all eleven notebooks, cold cache) within
+20 minutes of wall time, each notebook within 4 minutes with a warm cache, and
+the course's peak memory within 4 GiB. This runs the course the way ``make
+course`` does (:func:`tireid_lite.course.run_course`, papermill, the default
+parameters) twice on one fresh ``TIREID_CACHE``: the first run builds every
+SynthPEDES draw, warm start and trained model it needs; the second finds them
+cached. Peak memory is the largest resident size of a notebook kernel (each
+kernel is a child process of this one). The load average at the start and the
+end is recorded: timings on a shared machine are upper bounds.
+
+``--quick`` runs only ``00_welcome`` and ``01_data``. Run alone:
+``python benchmarks/bench_course.py [--quick]`` (about half an hour in full).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from run_all import budget_met
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET_TEXT = (
+    "make course (all eleven notebooks, cold cache) <= 20 min wall; each notebook <= 4 min with a warm cache; "
+    "peak memory of the course <= 4 GiB."
+)
+QUICK_NOTEBOOKS = ("00_welcome", "01_data")
+
+
+def _course(notebooks: list[Path], runs_dir: Path) -> tuple[float, dict[str, float]]:
+    from tireid_lite.course import run_course
+
+    start = time.perf_counter()
+    _, runs = run_course(runs_dir, notebooks, echo=lambda *a, **k: print(*a, flush=True))
+    total = time.perf_counter() - start
+    failed = [f"{run.name}: {run.error}" for run in runs if run.status != "ok"]
+    if failed:
+        raise RuntimeError("the course failed, so its times mean nothing:\n" + "\n".join(failed))
+    return total, {run.name: run.seconds for run in runs}
+
+
+def main(quick: bool = False) -> dict:
+    with tempfile.TemporaryDirectory(prefix="tireid-bench-course-") as folder:
+        os.environ["TIREID_CACHE"] = str(Path(folder) / "cache")  # cold: nothing drawn or trained yet
+        os.environ["TIREID_PROGRESS"] = "0"
+        from tireid_lite.course import list_notebooks
+
+        notebooks = list_notebooks()
+        if quick:
+            notebooks = [nb for nb in notebooks if nb.stem in QUICK_NOTEBOOKS]
+        load_start = round(os.getloadavg()[0], 2)
+        cold_total, cold = _course(notebooks, Path(folder) / "cold")
+        warm_total, warm = _course(notebooks, Path(folder) / "warm")
+        load_end = round(os.getloadavg()[0], 2)
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
+    figures: dict[str, float | int | str] = {
+        "notebooks": len(notebooks),
+        "load_avg_1min_start": load_start,
+        "cold_total_min": round(cold_total / 60, 2),
+        "warm_total_min": round(warm_total / 60, 2),
+        "warm_slowest_notebook": max(warm, key=warm.get),
+        "warm_max_s": round(max(warm.values()), 1),
+        "peak_kernel_rss_mib": round(peak_mib),
+    }
+    for name in cold:
+        figures[f"{name[:2]}_cold_s"] = round(cold[name], 1)
+        figures[f"{name[:2]}_warm_s"] = round(warm[name], 1)
+    figures["load_avg_1min_end"] = load_end
+    limits = {"warm_max_s": {"max": 240}, "peak_kernel_rss_mib": {"max": 4096}}
+    if not quick:
+        limits["cold_total_min"] = {"max": 20}
+    return {
+        "name": "course",
+        "description": "every course notebook through papermill on a fresh cache (cold), then again (warm)",
+        "figures": figures,
+        "budget": {"text": BUDGET_TEXT, "limits": limits},
+        "met": budget_met(figures, limits),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only " + " and ".join(QUICK_NOTEBOOKS))
+    args = parser.parse_args()
+    print(json.dumps(main(quick=args.quick), indent=2))
