@@ -82,7 +82,7 @@ profile = resolve_profile(profile)
 output_dir = resolve_output_dir(output_dir, NOTEBOOK)
 seeds = ",".join(str(s) for s in range(seed, seed + num_seeds))
 full_dir = Path(tables_dir) if tables_dir else notebooks_dir().parent / "results" / "tables"
-print(f"profile: {profile}; seeds {seeds}")
+print(f"profile: {profile}; a grid not finished by make tables runs in miniature over seeds {seeds}")
 
 # %% [markdown]
 # ## 1. A paper's ablation as a grid spec
@@ -114,7 +114,10 @@ results, sources = {}, {}
 for name, spec in specs.items():
     finished, _ = read_cells(spec, full_dir / name)
     if len(finished) == len(spec.cells()):
-        results[name], sources[name] = write_tables(spec, full_dir / name), f"make tables ({full_dir / name})"
+        shown_dir = full_dir / name
+        if shown_dir.is_relative_to(notebooks_dir().parent):
+            shown_dir = shown_dir.relative_to(notebooks_dir().parent)
+        results[name], sources[name] = write_tables(spec, full_dir / name), f"make tables ({shown_dir})"
         continue
     mini = select(spec, arms=MINIATURE[name]["arms"], seeds=seeds, noise=MINIATURE[name].get("noise", ""))
     specs[name] = mini
@@ -125,7 +128,9 @@ for name, spec in specs.items():
 environment = environment_report()
 print(f"commit {kit_commit()}, {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC, {environment['platform']}, "
       f"{environment['cpu_count']} CPUs, device {environment['device']}, torch {environment.get('torch', '?')}")
-print("\n".join(f"{name:>9}: {source}" for name, source in sources.items()))
+for name, source in sources.items():
+    commits = sorted(set(results[name]["tidy"]["commit"].astype(str)))
+    print(f"{name:>9}: {source}, cells run at commit {', '.join(commits)}")
 
 # %% [markdown]
 # ## 3. One table per paper
@@ -268,8 +273,9 @@ for name, v in verdicts.items():
     print(f"- {specs[name].paper}\n    R1 {HEADLINE[name]} - {specs[name].reference} = {v['R1_diff']:+.2f} "
           f"[{v['R1_low']:+.2f}, {v['R1_high']:+.2f}]: {v['R1']}" + (f"; {others}" if others else ""))
 shown = [n for n, v in verdicts.items() if v["R1"] == "reproduces"]
+seed_counts = sorted({len(spec.seeds) for spec in specs.values()})
 print(f"\nR@1 effects shown in miniature: {', '.join(shown) if shown else 'none'} "
-      f"({len(shown)} of {len(verdicts)} papers, {num_seeds} seeds each)")
+      f"({len(shown)} of {len(verdicts)} papers, {'-'.join(map(str, seed_counts))} seeds each)")
 
 # %% [markdown]
 # ## 6. Check
