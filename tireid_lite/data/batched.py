@@ -13,8 +13,8 @@ builds the same batch from one uint8 tensor of every training image:
   rectangle in the order torchvision draws them; the numpy generator (the batch's
   generators built at once, :func:`~tireid_lite.checkpoint.numpy_generators`) gives the
   flip and is handed to the caption hook, exactly as in the per-item path;
-* per batch: pad and random crop as one slice copy per item from the padded image store
-  (channels first), the flipped items mirrored together, the conversion to float and the
+* per batch: pad and random crop as one slice per item of the padded image store
+  (channels first, mirrored where flipped) stacked, the conversion to float and the
   normalisation, random erasing as one masked fill, the token ids gathered from every
   caption and its mirror tokenised once, the part maps cropped as their images.
 
@@ -254,22 +254,18 @@ class InMemoryBatches:
         and (B, H, W) uint8 or None.
 
         A crop at ``left`` of the mirrored padded image is the mirror of the crop at ``Wp - W - left``
-        of the padded image, so every item is one slice copy, and the flipped ones are mirrored
-        together afterwards (one slice per item is cheaper here than a gather over every pixel)."""
+        of the padded image, so every item is one slice of the store, mirrored if flipped, and the
+        batch one stack (cheaper here than a gather over every pixel)."""
         height, width = self.recipe.size
         free = self.store.shape[-1] - width  # Wp - W: the last left offset
-        where = [(self.slots[index], top, free - left if flip else left)
+        where = [(self.slots[index], top, free - left if flip else left, flip)
                  for index, top, left, flip in zip(indices, tops, lefts, flips)]
-        pixels = torch.stack([self.store[slot, :, top:top + height, left:left + width] for slot, top, left in where])  # (B, 3, H, W)
+        crops = [(self.store[slot, :, top:top + height, left:left + width], flip) for slot, top, left, flip in where]
+        pixels = torch.stack([crop.flip(-1) if flip else crop for crop, flip in crops])  # (B, 3, H, W)
         parts = None
         if self.parts is not None:
-            parts = torch.stack([self.parts[slot, top:top + height, left:left + width] for slot, top, left in where])
-        flipped = [k for k, flip in enumerate(flips) if flip]
-        if flipped:
-            rows = torch.tensor(flipped)
-            pixels[rows] = pixels[rows].flip(-1)
-            if parts is not None:
-                parts[rows] = parts[rows].flip(-1)
+            crops = [(self.parts[slot, top:top + height, left:left + width], flip) for slot, top, left, flip in where]
+            parts = torch.stack([crop.flip(-1) if flip else crop for crop, flip in crops])  # (B, H, W)
         return pixels, parts
 
     def _erase(self, images: torch.Tensor, boxes: list) -> torch.Tensor:
