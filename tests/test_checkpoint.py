@@ -16,7 +16,9 @@ from tireid_lite import checkpoint
 from tireid_lite.checkpoint import (
     CheckpointError,
     derive_seed,
+    derive_seeds,
     load_checkpoint,
+    numpy_generators,
     read_folder,
     require_keys,
     rng_state,
@@ -178,6 +180,27 @@ def test_derive_seed_is_stable_distinct_and_in_range():
     assert all(0 <= s < 2**63 for s in seeds)
     with pytest.raises(ValueError, match="non-negative"):
         derive_seed(0, -1)
+
+
+def test_derive_seeds_equal_derive_seed_one_by_one():
+    gen = np.random.default_rng(3)
+    indices = np.concatenate([gen.integers(0, 2**32, 300), [0, 1, 2**32 - 1, 2**32, 2**40]])  # the last two: 2 words
+    epochs = np.concatenate([gen.integers(0, 100, 300), [0, 2**33, 7, 1, 2]])
+    for seed in (0, 5, 2**32 - 1, 2**35):
+        expected = [derive_seed(seed, int(e), 1, int(i)) for e, i in zip(epochs, indices)]
+        assert derive_seeds(seed, epochs, 1, indices).tolist() == expected
+    with pytest.raises(ValueError, match="non-negative"):
+        derive_seeds(0, [1], 1, [-1])
+
+
+def test_numpy_generators_draw_as_default_rng():
+    gen = np.random.default_rng(4)
+    seeds = np.concatenate([gen.integers(0, 2**62, 200), gen.integers(0, 2**32, 50), [0, 1, 2**32 - 1, 2**32]])
+    for made, seed in zip(numpy_generators(seeds), seeds):
+        reference = np.random.default_rng(int(seed))
+        assert np.array_equal(made.random(4), reference.random(4))
+        assert np.array_equal(made.integers(0, 1000, size=3), reference.integers(0, 1000, size=3))
+    assert numpy_generators(np.empty(0, dtype=np.int64)) == []
 
 
 # --------------------------------------------------------------------------- tokenizer files

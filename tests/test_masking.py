@@ -202,6 +202,24 @@ def test_expected_masked_tokens_rejects_bad_input():
         expected_masked_tokens(3, -0.1)
 
 
+@pytest.mark.parametrize("prob", [0.0, 0.15, 0.6, 1.0])
+def test_mask_batch_equals_masking_row_by_row(prob):
+    """Rows of every kind (no ordinary token, one, many; padded or not) and probabilities that force
+    a mask (0), choose none or all: each row as the one-caption call with the same generator."""
+    gen = np.random.default_rng(11)
+    rows = [_caption_ids(gen, n, 24 - n) for n in (0, 1, 2, 5, 12, 23)] * 3  # each (27,)
+    ids = torch.stack(rows)  # (18, 27)
+    masking = RandomTokenMasking(MASK, VOCAB, SPECIAL, prob=prob)
+    seeds = gen.integers(0, 2**62, len(rows))
+    batch = masking.mask_batch([""] * len(rows), ids, [np.random.default_rng(int(s)) for s in seeds])
+    for b, seed in enumerate(seeds):
+        one = masking("", ids[b], np.random.default_rng(int(seed)))
+        assert torch.equal(batch["mlm_ids"][b], one["mlm_ids"]) and torch.equal(batch["mlm_labels"][b], one["mlm_labels"])
+    special_only = torch.tensor([[SOT, EOT, PAD], [SOT, EOT, PAD]])
+    out = masking.mask_batch(["", ""], special_only, [np.random.default_rng(0), np.random.default_rng(1)])
+    assert torch.equal(out["mlm_ids"], special_only) and bool((out["mlm_labels"] == -100).all())
+
+
 # =========================================================================== key-phrase masking
 
 import json  # noqa: E402

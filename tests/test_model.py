@@ -111,3 +111,38 @@ def test_global_features_follow_the_pooling_settings(image_pool, text_pool):
             want_image, want_text = image_tokens[i, 1:].mean(0), text_tokens[i, : end + 1].mean(0)
         assert torch.allclose(images[i], want_image, atol=1e-6)
         assert torch.allclose(texts[i], want_text, atol=1e-6)
+
+
+def test_mlm_loss_equals_every_position_scored_through_the_full_cross_modal_module():
+    """The training forward scores only the masked positions and runs the cross-modal module over
+    the captions' used columns plus one zero column standing for the rest; the reference here
+    runs the module over every column and scores every position. Same loss and gradients up to
+    float rounding."""
+    from tireid_lite.losses.mlm import masked_accuracy, mlm_loss
+    from tireid_lite.models.text_tower import used_length
+
+    _, tok, model, batch = _setup("irra", **{"data.max_length": 40})
+    batch["mlm_labels"][:, 1] = batch["mlm_ids"][:, 1]  # every caption gets a label where it is not masked too
+    head = model.heads["mlm"]
+    mask = tok.attention_mask(batch["mlm_ids"])
+    assert used_length(mask) < batch["mlm_ids"].shape[1] - 1  # the compact path is taken
+
+    def reference():
+        enc = model.encode_pair(batch)
+        text_tokens = model.text_tower(batch["mlm_ids"], mask)  # (B, L, D)
+        logits = head.predict(head.cross(text_tokens, enc.image_tokens)).float()  # (B, L, V), every column
+        return mlm_loss(logits, batch["mlm_labels"]), masked_accuracy(logits, batch["mlm_labels"])
+
+    def gradients(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    out = model(batch)
+    expected, expected_acc = reference()
+    torch.testing.assert_close(out["mlm"], expected, rtol=1e-5, atol=0)
+    assert out["mlm_acc"] == expected_acc
+    got_grads, expected_grads = gradients(out["mlm"]), gradients(reference()[0])
+    assert got_grads.keys() == expected_grads.keys() and any("cross" in name for name in got_grads)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

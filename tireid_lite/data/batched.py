@@ -10,11 +10,13 @@ builds the same batch from one uint8 tensor of every training image:
 
 * per item, only the random draws: the item's torch generator (seeded as the per-item
   path seeds the global one) gives the numpy seed, the crop offsets and the erasing
-  rectangle in the order torchvision draws them; the numpy generator gives the flip and
-  is handed to the caption hook, exactly as in the per-item path;
-* per batch: flip, pad and random crop as one gather from the padded image store, the
-  conversion to float and the normalisation, random erasing as one masked fill,
-  tokenisation as one call, the part maps through the same gather as their images.
+  rectangle in the order torchvision draws them; the numpy generator (the batch's
+  generators built at once, :func:`~tireid_lite.checkpoint.numpy_generators`) gives the
+  flip and is handed to the caption hook, exactly as in the per-item path;
+* per batch: pad and random crop as one slice per item of the padded image store
+  (channels first, mirrored where flipped) stacked, the conversion to float and the
+  normalisation, random erasing as one masked fill, the token ids gathered from every
+  caption and its mirror tokenised once, the part maps cropped as their images.
 
 So a batch holds the same tensors as the per-item path gives (equal up to float rounding
 of the normalisation, tested), and resume stays exact. Any other transform, or images
@@ -34,6 +36,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from tireid_lite.checkpoint import numpy_generators
 from tireid_lite.data.transforms import mirror_caption
 
 NUMPY_SEED_HIGH = 2**62  # the per-item path's numpy seed: torch.randint(0, 2**62) from the item's generator
@@ -122,19 +125,24 @@ class InMemoryBatches:
         pad = recipe.pad
         paths = sorted({pair.path for pair in train_set.pairs})
         slot = {path: i for i, path in enumerate(paths)}
-        self.slot_of_pair = torch.tensor([slot[pair.path] for pair in train_set.pairs], dtype=torch.long)  # (N,)
-        store = torch.zeros(len(paths), height + 2 * pad, width + 2 * pad, 3, dtype=torch.uint8)  # (S, Hp, Wp, 3)
+        self.slots = [slot[pair.path] for pair in train_set.pairs]  # (N,): each pair's image in the store
+        store = torch.zeros(len(paths), 3, height + 2 * pad, width + 2 * pad, dtype=torch.uint8)  # (S, 3, Hp, Wp)
         parts = None
         if train_set.part_maps is not None:
             parts = torch.zeros(len(paths), height + 2 * pad, width + 2 * pad, dtype=torch.uint8)  # (S, Hp, Wp)
         for i, path in enumerate(paths):
             image = train_set._image(path)
-            store[i, pad:pad + height, pad:pad + width] = torch.from_numpy(np.array(image, dtype=np.uint8))
+            pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)  # (3, H, W)
+            store[i, :, pad:pad + height, pad:pad + width] = pixels
             if parts is not None:
                 part_map = train_set._part_map(path, image)  # (H, W) uint8
                 parts[i, pad:pad + height, pad:pad + width] = torch.from_numpy(np.ascontiguousarray(part_map))
         self.store = store
         self.parts = parts
+        pairs = train_set.pairs
+        self.pids = torch.tensor([pair.pid for pair in pairs], dtype=torch.long)  # (N,)
+        self.image_ids = torch.tensor([pair.image_id for pair in pairs], dtype=torch.long)  # (N,)
+        self.pair_index = torch.tensor([pair.index for pair in pairs], dtype=torch.long)  # (N,)
         self.mean = torch.as_tensor(recipe.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.as_tensor(recipe.std, dtype=torch.float32).view(1, 3, 1, 1)
         self.erase_value = torch.tensor(recipe.erase_value or (0.0, 0.0, 0.0), dtype=torch.float32)  # (3,)
@@ -167,19 +175,18 @@ class InMemoryBatches:
                 return None
         return cls(train_set, recipe)
 
-    def _draw(self, seed: int, generator: torch.Generator) -> tuple[np.random.Generator, int, int, tuple | None]:
-        """One item's draws, in the per-item path's order: numpy seed, crop (top, left), erasing."""
+    def _draw(self, seed: int, generator: torch.Generator) -> tuple[int, int, int, tuple | None]:
+        """One item's torch draws, in the per-item path's order: numpy seed, crop (top, left), erasing."""
         generator.manual_seed(seed)
-        rng = np.random.default_rng(int(torch.randint(0, NUMPY_SEED_HIGH, (1,), generator=generator).item()))
+        numpy_seed = int(torch.randint(0, NUMPY_SEED_HIGH, (1,), generator=generator).item())
         recipe = self.recipe
         top = left = 0
-        if recipe.pad > 0:
-            top = int(torch.randint(0, 2 * recipe.pad + 1, size=(), generator=generator))
-            left = int(torch.randint(0, 2 * recipe.pad + 1, size=(), generator=generator))
+        if recipe.pad > 0:  # torchvision draws top, then left; one call of two draws takes the same two
+            top, left = torch.randint(0, 2 * recipe.pad + 1, (2,), generator=generator).tolist()
         erase = None
         if recipe.erase_p > 0 and not torch.rand(1, generator=generator) >= recipe.erase_p:
             erase = self._erase_box(generator)
-        return rng, top, left, erase
+        return numpy_seed, top, left, erase
 
     def _erase_box(self, generator: torch.Generator) -> tuple[int, int, int, int] | None:
         """torchvision's RandomErasing rectangle (i, j, h, w), drawn with ``generator``; None: whole image
@@ -212,28 +219,17 @@ class InMemoryBatches:
 
     def _batch(self, indices: Sequence[int], seeds: Sequence[int]) -> dict[str, torch.Tensor]:
         ds = self.train_set
-        recipe = self.recipe
-        height, width = recipe.size
+        count = len(indices)
         generator = torch.Generator()
-        flips, tops, lefts, boxes, rngs, captions = [], [], [], [], [], []
-        for index, seed in zip(indices, seeds):
-            rng, top, left, erase = self._draw(int(seed), generator)
-            flip = rng.random() < ds.flip_p
-            captions.append(self.mirrored[index] if flip else ds.pairs[index].caption)
-            flips.append(flip)
-            tops.append(top)
-            lefts.append(left)
-            boxes.append(erase)
-            rngs.append(rng)
-        index_t = torch.as_tensor(list(indices), dtype=torch.long)  # (B,)
-        slots = self.slot_of_pair[index_t]  # (B,)
-        rows = torch.as_tensor(tops)[:, None] + torch.arange(height)  # (B, H)
-        cols = torch.as_tensor(lefts)[:, None] + torch.arange(width)  # (B, W) in the flipped padded image
-        padded_width = width + 2 * recipe.pad
-        cols = torch.where(torch.as_tensor(flips)[:, None], padded_width - 1 - cols, cols)  # (B, W) in the store
-        where = (slots[:, None, None], rows[:, :, None], cols[:, None, :])
-        pixels = self.store[where].permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-        images = pixels.to(torch.float32).mul_(1.0 / 255).sub_(self.mean).div_(self.std).contiguous()
+        numpy_seeds = np.empty(count, dtype=np.int64)  # (B,)
+        tops, lefts, boxes = [0] * count, [0] * count, [None] * count
+        for k, seed in enumerate(seeds):
+            numpy_seeds[k], tops[k], lefts[k], boxes[k] = self._draw(int(seed), generator)
+        rngs = numpy_generators(numpy_seeds)  # each item's numpy generator, as default_rng(seed) makes it
+        flips = [rng.random() < ds.flip_p for rng in rngs]
+        index_t = torch.as_tensor(np.asarray(indices, dtype=np.int64))  # (B,)
+        pixels, part_map = self._crops(index_t.tolist(), tops, lefts, flips)
+        images = pixels.to(torch.float32).mul_(1.0 / 255).sub_(self.mean).div_(self.std)  # (B, 3, H, W)
         if any(box is not None for box in boxes):
             images = self._erase(images, boxes)
         flip_t = torch.as_tensor(flips)  # (B,)
@@ -241,16 +237,36 @@ class InMemoryBatches:
         batch = {
             "images": images,  # (B, 3, H, W)
             "caption_ids": caption_ids,
-            "pids": torch.as_tensor([ds.pairs[i].pid for i in indices], dtype=torch.long),  # (B,)
-            "image_ids": torch.as_tensor([ds.pairs[i].image_id for i in indices], dtype=torch.long),
-            "index": torch.as_tensor([ds.pairs[i].index for i in indices], dtype=torch.long),
-            "noisy": torch.as_tensor(ds.noisy[list(indices)].astype(bool)),  # (B,)
+            "pids": self.pids[index_t],  # (B,)
+            "image_ids": self.image_ids[index_t],
+            "index": self.pair_index[index_t],
+            "noisy": torch.as_tensor(ds.noisy[index_t.numpy()].astype(bool)),  # (B,)
         }
-        if self.parts is not None:
-            batch["part_map"] = self.parts[where].long()  # (B, H, W)
+        if part_map is not None:
+            batch["part_map"] = part_map.long()  # (B, H, W)
         if ds.caption_hook is not None:
+            captions = [self.mirrored[i] if flip else ds.pairs[i].caption for i, flip in zip(index_t.tolist(), flips)]
             batch.update(self._hook_outputs(captions, caption_ids, rngs, set(batch)))
         return batch
+
+    def _crops(self, indices: list[int], tops: list[int], lefts: list[int], flips: list[bool]):
+        """Each item's crop of its padded image (and part map), mirrored where flipped: (B, 3, H, W) uint8
+        and (B, H, W) uint8 or None.
+
+        A crop at ``left`` of the mirrored padded image is the mirror of the crop at ``Wp - W - left``
+        of the padded image, so every item is one slice of the store, mirrored if flipped, and the
+        batch one stack (cheaper here than a gather over every pixel)."""
+        height, width = self.recipe.size
+        free = self.store.shape[-1] - width  # Wp - W: the last left offset
+        where = [(self.slots[index], top, free - left if flip else left, flip)
+                 for index, top, left, flip in zip(indices, tops, lefts, flips)]
+        crops = [(self.store[slot, :, top:top + height, left:left + width], flip) for slot, top, left, flip in where]
+        pixels = torch.stack([crop.flip(-1) if flip else crop for crop, flip in crops])  # (B, 3, H, W)
+        parts = None
+        if self.parts is not None:
+            crops = [(self.parts[slot, top:top + height, left:left + width], flip) for slot, top, left, flip in where]
+            parts = torch.stack([crop.flip(-1) if flip else crop for crop, flip in crops])  # (B, H, W)
+        return pixels, parts
 
     def _erase(self, images: torch.Tensor, boxes: list) -> torch.Tensor:
         """Fill each item's erasing rectangle with the erasing value, as one masked write."""

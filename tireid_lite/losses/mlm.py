@@ -54,23 +54,33 @@ def mlm_loss(
     _check_logits_labels(logits, labels)
     if torch.compiler.is_compiling():
         return _mlm_loss_dense(logits, labels, ignore_index, weights)
-    vocab_size = logits.shape[-1]
     masked = labels != ignore_index  # (B, L)
-    targets = labels[masked]  # (M,)
+    if weights is not None and weights.shape != labels.shape:
+        raise ValueError(f"weights must have the shape of labels {tuple(labels.shape)}, got {tuple(weights.shape)}")
+    return masked_token_loss(logits[masked], labels[masked], None if weights is None else weights[masked])
+
+
+def masked_token_loss(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+    """:func:`mlm_loss` from the masked positions alone: ``logits`` (M, V) and ``targets`` (M,) of the
+    M masked tokens, ``weights`` (M,) or None. A head that scores the vocabulary only where a word
+    was masked (the loss reads no other position) calls it directly; M = 0 gives a zero that stays
+    connected to ``logits``. Taught in ``02_baseline_irra``."""
+    if logits.dim() != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(f"logits must be (M, V) and targets (M,) for the same M, got {tuple(logits.shape)} "
+                         f"and {tuple(targets.shape)}")
+    vocab_size = logits.shape[-1]
     if targets.numel() and bool(((targets < 0) | (targets >= vocab_size)).any()):
         raise ValueError(
             f"masked labels range from {int(targets.min())} to {int(targets.max())} but the logits "
             f"have a vocabulary of {vocab_size}; size the prediction head to the tokenizer's vocabulary"
         )
-    ce = F.cross_entropy(logits[masked], targets, reduction="none")  # (M, V) -> (M,)
+    ce = F.cross_entropy(logits, targets, reduction="none")  # (M, V) -> (M,)
     if weights is None:
         token_weights = torch.ones_like(ce)  # (M,)
     else:
-        if weights.shape != labels.shape:
-            raise ValueError(
-                f"weights must have the shape of labels {tuple(labels.shape)}, got {tuple(weights.shape)}"
-            )
-        token_weights = weights[masked].to(ce.dtype)  # (M,)
+        if weights.shape != targets.shape:
+            raise ValueError(f"weights must have the shape of targets {tuple(targets.shape)}, got {tuple(weights.shape)}")
+        token_weights = weights.to(ce.dtype)  # (M,)
         if bool((token_weights < 0).any()):
             raise ValueError("weights must be non-negative at masked positions; clip them to >= 0")
     total_weight = token_weights.sum().clamp_min(torch.finfo(ce.dtype).tiny)
@@ -101,6 +111,13 @@ def masked_accuracy(logits: Tensor, labels: Tensor, ignore_index: int = -100) ->
     masked = labels != ignore_index  # (B, L)
     correct = (logits.argmax(dim=-1) == labels) & masked  # (B, L)
     return correct.sum().float() / masked.sum().clamp_min(1).float()
+
+
+@torch.no_grad()
+def masked_token_accuracy(logits: Tensor, targets: Tensor) -> Tensor:
+    """:func:`masked_accuracy` from the masked positions alone: ``logits`` (M, V), ``targets`` (M,)."""
+    correct = logits.argmax(dim=-1) == targets  # (M,)
+    return correct.sum().float() / max(targets.numel(), 1)
 
 
 # --------------------------------------------------------------------------- FMLM (KPDM)

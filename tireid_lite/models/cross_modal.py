@@ -15,8 +15,11 @@ Taught in ``02_baseline_irra``.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+import math
+
+import torch
 from timm.models.vision_transformer import Block
+from torch import Tensor, nn
 
 
 class CrossModalEncoder(nn.Module):
@@ -39,13 +42,30 @@ class CrossModalEncoder(nn.Module):
         context: Tensor,
         context_padding_mask: Tensor | None = None,
         return_attention: bool = False,
+        zero_from: int | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """``queries`` (B, Lq, D) attend to ``context`` (B, Lc, D); returns (B, Lq, D).
 
         ``context_padding_mask`` (B, Lc) is ``True`` where a context token must be
         ignored. With ``return_attention`` the cross-attention weights (B, Lq, Lc),
         averaged over heads, come back too.
+
+        ``zero_from``: the caller's promise that every query from this column on is a zero vector
+        (the text tower returns zeros past the batch's longest caption). Those queries are equal,
+        so every layer keeps them equal: they are computed as one query, whose key counts as
+        many in the self-attention (``log(copies)`` added to its score, which is what ``copies``
+        equal keys add to a softmax), and its output is repeated over them. The same result
+        up to float rounding, with the layers run over ``zero_from + 1`` queries instead of Lq.
         """
+        length = queries.shape[1]
+        compact = (zero_from is not None and zero_from + 1 < length and not return_attention
+                   and not torch.compiler.is_compiling())
+        attn_mask = None
+        if compact:
+            copies = length - zero_from
+            queries = queries[:, : zero_from + 1]  # (B, zero_from + 1, D): one zero query for all
+            attn_mask = torch.zeros(1, zero_from + 1, dtype=queries.dtype, device=queries.device)
+            attn_mask[0, -1] = math.log(copies)  # (1, Lk): added to every query's score of each key
         ctx = self.norm_context(context)
         x, weights = self.cross_attn(
             self.norm_query(queries), ctx, ctx,
@@ -53,8 +73,10 @@ class CrossModalEncoder(nn.Module):
             need_weights=return_attention,
         )  # (B, Lq, D)
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, attn_mask=attn_mask)
         x = self.norm_out(x)
+        if compact:
+            x = torch.cat([x, x[:, -1:].expand(-1, copies - 1, -1)], dim=1)  # (B, Lq, D)
         return (x, weights) if return_attention else x
 
 

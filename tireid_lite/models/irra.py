@@ -15,10 +15,16 @@ from torch import Tensor, nn
 from tireid_lite.config import Config
 from tireid_lite.losses.identity import id_loss
 from tireid_lite.losses.matching import sdm_loss
-from tireid_lite.losses.mlm import masked_accuracy, mlm_loss
+from tireid_lite.losses.mlm import (
+    masked_accuracy,
+    masked_token_accuracy,
+    masked_token_loss,
+    mlm_loss,
+)
 from tireid_lite.models.cross_modal import CrossModalEncoder, TokenPredictionHead
 from tireid_lite.models.head import Encoded, Head, HeadContext
-from tireid_lite.text.masking import RandomTokenMasking
+from tireid_lite.models.text_tower import TextTower, used_length
+from tireid_lite.text.masking import IGNORE_INDEX, RandomTokenMasking
 
 SHARED_CROSS = "cross"  # HeadContext.shared key of IRRA's cross-modal module
 
@@ -101,13 +107,39 @@ class MaskedLanguageHead(Head):
         ctx.shared[SHARED_CROSS] = head.cross
         return head
 
+    def fused(self, model: Any, mlm_ids: Tensor, image_tokens: Tensor) -> Tensor:
+        """The masked captions' tokens (B, L, D) after querying ``image_tokens`` in the cross-modal module.
+
+        The text tower returns zeros past the batch's longest caption (:func:`used_length`); the
+        cross-modal module computes those columns once (``zero_from``), the same result for less work."""
+        mask = model.tokenizer.attention_mask(mlm_ids)  # (B, L)
+        text_tokens = model.text_tower(mlm_ids, mask)  # (B, L, D)
+        zero_from = used_length(mask) if isinstance(model.text_tower, TextTower) else None
+        return self.cross(text_tokens, image_tokens, zero_from=zero_from)  # (B, L, D)
+
     def logits(self, model: Any, mlm_ids: Tensor, image_tokens: Tensor) -> Tensor:
         """Vocabulary scores (B, L, V) for every position of the masked captions."""
-        text_tokens = model.text_tower(mlm_ids, model.tokenizer.attention_mask(mlm_ids))  # (B, L, D)
-        fused = self.cross(text_tokens, image_tokens)  # (B, L, D)
-        return self.predict(fused).float()  # (B, L, V)
+        return self.predict(self.fused(model, mlm_ids, image_tokens)).float()  # (B, L, V)
+
+    def masked_losses(self, fused: Tensor, labels: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``mlm_loss`` and ``masked_accuracy`` of ``self.predict(fused)`` against ``labels`` (B, L), with
+        the prediction head run at the masked positions only: the loss reads no other, so the values
+        are those of every position's scores up to float rounding. ``weights`` (B, L) as for ``mlm_loss``.
+        Inside ``torch.compile`` every position is scored (no data-dependent shape)."""
+        if labels.shape != fused.shape[:2]:
+            raise ValueError(f"labels {tuple(labels.shape)} must be (B, L) of the fused tokens {tuple(fused.shape)}")
+        if torch.compiler.is_compiling():
+            logits = self.predict(fused).float()  # (B, L, V)
+            return mlm_loss(logits, labels, weights=weights), masked_accuracy(logits, labels)
+        if weights is not None and weights.shape != labels.shape:
+            raise ValueError(f"weights must have the shape of labels {tuple(labels.shape)}, got {tuple(weights.shape)}")
+        masked = labels != IGNORE_INDEX  # (B, L)
+        logits = self.predict(fused[masked]).float()  # (M, V)
+        targets = labels[masked]  # (M,)
+        loss = masked_token_loss(logits, targets, None if weights is None else weights[masked])
+        return loss, masked_token_accuracy(logits, targets)
 
     def forward(self, model: Any, enc: Encoded, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits = self.logits(model, batch["mlm_ids"], enc.image_tokens)
-        labels = batch["mlm_labels"]
-        return {"mlm": mlm_loss(logits, labels), "mlm_acc": masked_accuracy(logits, labels)}
+        fused = self.fused(model, batch["mlm_ids"], enc.image_tokens)  # (B, L, D)
+        loss, accuracy = self.masked_losses(fused, batch["mlm_labels"])
+        return {"mlm": loss, "mlm_acc": accuracy}

@@ -76,7 +76,7 @@ from torch import Tensor
 from tireid_lite.config import Config
 from tireid_lite.data.torch_data import training_captions
 from tireid_lite.errors import ConfigError
-from tireid_lite.losses.mlm import frequency_weights, masked_accuracy, mlm_loss
+from tireid_lite.losses.mlm import frequency_weights
 from tireid_lite.losses.tal import tal_loss
 from tireid_lite.models.head import NEEDS_KEY_PHRASES, NEEDS_PAIR_WEIGHTS, Encoded, Head, HeadContext
 from tireid_lite.models.irra import MaskedLanguageHead
@@ -253,10 +253,10 @@ class KPDMLanguageHead(MaskedLanguageHead):
     def forward(self, model: Any, enc: Encoded, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         selection = self.selector.for_batch(enc, batch["caption_ids"])
         context = gather_tokens(enc.image_tokens, selection.image_idx, with_cls=True)  # (B, 1+K, D)
-        logits = self.logits(model, batch["mlm_ids"], context)  # (B, L, V)
+        fused = self.fused(model, batch["mlm_ids"], context)  # (B, L, D)
         labels = batch["mlm_labels"]
-        weights = self.token_weights(labels, batch.get("pair_weights"))
-        return {"mlm": mlm_loss(logits, labels, weights=weights), "mlm_acc": masked_accuracy(logits, labels)}
+        loss, accuracy = self.masked_losses(fused, labels, self.token_weights(labels, batch.get("pair_weights")))
+        return {"mlm": loss, "mlm_acc": accuracy}
 
     def prepare(self, model: Any, data: Any) -> None:
         """Parse the training captions' key phrases (cached) and count tokens for FMLM, once per run."""

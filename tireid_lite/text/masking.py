@@ -117,15 +117,42 @@ class RandomTokenMasking:
 
     def mask_batch(self, captions: Sequence[str], ids: Tensor, rngs: Sequence[np.random.Generator]) -> dict[str, Tensor]:
         """Mask a batch ``ids`` (B, L), row ``b`` with its own generator ``rngs[b]``: row ``b`` of the
-        result equals ``self(captions[b], ids[b], rngs[b])`` (the same draws in the same order), with
-        the checks and the special-token lookup done once for the batch."""
+        result equals ``self(captions[b], ids[b], rngs[b])`` (the same draws in the same order).
+
+        Only the draws are made row by row (each row's generator is its own, so rows may take turns
+        between draws); choosing, the 80/10/10 split and the writes are done for the whole batch.
+        ``rng.choice(a, size=k)`` of the per-row path is ``a[rng.integers(0, len(a), size=k)]``
+        (numpy's definition of ``choice`` with replacement), which is what is drawn here."""
         if ids.dim() != 2 or len(rngs) != ids.shape[0]:
             raise ValueError(f"ids must be (B, L) with one generator per row; got {tuple(ids.shape)} and {len(rngs)}")
         original = _checked_ids(ids, self.vocab_size, ndim=2)  # (B, L)
-        is_ordinary = ~np.isin(original, self.special_ids)  # (B, L)
-        rows = [self._mask(original[b], np.flatnonzero(is_ordinary[b]), rng) for b, rng in enumerate(rngs)]
-        masked_ids = np.stack([m for m, _ in rows]) if rows else original.copy()  # (B, L)
-        labels = np.stack([lab for _, lab in rows]) if rows else np.full_like(original, IGNORE_INDEX)  # (B, L)
+        masked_ids = original.copy()  # (B, L)
+        labels = np.full_like(original, IGNORE_INDEX)  # (B, L)
+        rows, cols = np.nonzero(~np.isin(original, self.special_ids))  # (T,) each: ordinary tokens, row by row
+        counts = np.bincount(rows, minlength=len(rngs))  # (B,) ordinary tokens per row
+        if rows.size == 0:
+            return _as_tensors(masked_ids, labels, ids)
+        draws = np.concatenate([rng.random(n) for rng, n in zip(rngs, counts.tolist())])  # (T,)
+        chosen = draws < self.prob  # (T,)
+        chosen_counts = np.bincount(rows[chosen], minlength=len(rngs))  # (B,)
+        starts = np.cumsum(counts) - counts  # (B,) each row's first token in rows/cols
+        for b in np.flatnonzero((chosen_counts == 0) & (counts > 0)).tolist():  # none chosen: one forced
+            forced = cols[starts[b] + int(rngs[b].integers(0, counts[b], size=1)[0])]
+            masked_ids[b, forced] = self.mask_token_id
+            labels[b, forced] = original[b, forced]
+        chosen_rows, chosen_cols = rows[chosen], cols[chosen]  # (K,) row by row, positions ascending
+        if chosen_rows.size == 0:
+            return _as_tensors(masked_ids, labels, ids)
+        action = np.concatenate([rngs[b].random(k) for b, k in enumerate(chosen_counts.tolist()) if k > 0])  # (K,)
+        to_mask = action < MASK_SHARE
+        to_random = (action >= MASK_SHARE) & (action < MASK_SHARE + RANDOM_SHARE)
+        masked_ids[chosen_rows[to_mask], chosen_cols[to_mask]] = self.mask_token_id
+        random_counts = np.bincount(chosen_rows[to_random], minlength=len(rngs))  # (B,)
+        if random_counts.any():
+            picks = [rngs[b].integers(0, self.ordinary_ids.size, size=r)
+                     for b, r in enumerate(random_counts.tolist()) if r > 0]
+            masked_ids[chosen_rows[to_random], chosen_cols[to_random]] = self.ordinary_ids[np.concatenate(picks)]
+        labels[chosen_rows, chosen_cols] = original[chosen_rows, chosen_cols]
         return _as_tensors(masked_ids, labels, ids)
 
     def _mask(self, original: np.ndarray, ordinary_pos: np.ndarray, rng: np.random.Generator):

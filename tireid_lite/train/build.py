@@ -24,7 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from tireid_lite.checkpoint import STREAM_BATCH_ORDER, STREAM_ITEM, derive_seed
+from tireid_lite.checkpoint import (
+    STREAM_BATCH_ORDER,
+    STREAM_ITEM,
+    derive_seed,
+    derive_seeds,
+)
 from tireid_lite.config import Config
 from tireid_lite.data.build import Data, build_data
 from tireid_lite.data.samplers import (
@@ -70,8 +75,9 @@ class SeededItems(Dataset):
         (in-memory images, see :mod:`tireid_lite.data.batched`), else the items one by one."""
         load_batch = getattr(self.base, "load_batch", None)
         if load_batch is not None:
-            seeds = [derive_seed(self.seed, epoch, STREAM_ITEM, index) for epoch, index in keys]
-            batch = load_batch([index for _, index in keys], seeds)
+            epochs, indices = np.asarray(keys, dtype=np.int64).reshape(-1, 2).T  # (B,) each
+            seeds = derive_seeds(self.seed, epochs, STREAM_ITEM, indices)  # (B,): derive_seed of each key, at once
+            batch = load_batch(indices.tolist(), seeds.tolist())
             if batch is not None:
                 return batch
         return [self[key] for key in keys]

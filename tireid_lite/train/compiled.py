@@ -8,7 +8,10 @@ model avoids what would break it into pieces (:func:`torch.compiler.is_compiling
 * the text tower runs over the full caption length instead of trimming the columns
   that are padding in every row (a data-dependent shape);
 * the masked-language loss weighs every position (0 where not masked) instead of
-  selecting the masked ones (``nonzero``).
+  selecting the masked ones (``nonzero``), and its prediction head scores every
+  position instead of the masked ones only;
+* the cross-modal module runs over every caption column instead of computing the
+  all-zero columns past the longest caption once.
 
 Each gives the same result up to float rounding, so a compiled run follows its eager
 twin closely but not bit for bit; that is why ``train.compile`` is a config key that a
