@@ -385,8 +385,9 @@ for (p, rate), result in partition_effects.items():
 #   noisy pairs less similar, on the whole set and within each identity, but the two overlap.
 # - CCD judges each pair's loss against the whole set, TCP against its own identity's pairs; both
 #   need two views to agree, and down-weight the pairs on which they disagree.
-# - Detection precision, recall and F1 are logged every epoch against the injected ground truth, and
-#   the retrieval table shows what each partition does to the model.
+# - Detection precision, recall and F1 are logged every epoch against the injected ground truth and
+#   set beside a random flagger with the same flag rate; whether a partitioner beats it is a computed
+#   test, and the paired retrieval tables show what each partition does to the model.
 #
 # ## Exercises
 #

@@ -314,7 +314,8 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Read these against the spread over seeds and against the budget: each model had one pass over the
+# Read the bars through the paired tables above: a difference counts only where its interval
+# excludes 0. Each model had one pass over the
 # first 500 training identities (62 steps) on a CPU, from the same attribute-pretrained towers. The
 # masked image costs a second pass through
 # the image tower and the cross-modal module every step (the training times are below). Where the
@@ -388,8 +389,9 @@ print("- target order here (mean R@1): " + " > ".join(target_means.sort_values(a
 #   labels a patch with the majority part of its pixels (background under half coverage).
 # - The head's per-class accuracy with and without the caption, beside a position-only prior, shows
 #   whether the caption helps and which parts it helps to name.
-# - Both ablations run here in miniature, with the paper's tables beside them; at this budget read
-#   differences against the spread over seeds.
+# - Both ablations run here in miniature, with the paper's tables beside them; each arm's paired
+#   difference from its reference, with its interval over the test queries, says whether this budget
+#   shows an effect (the recap above states it from the intervals).
 #
 # ## Exercises
 #
