@@ -448,7 +448,7 @@ print(f"mean cosine: own images {own_block:.3f}, the partner's images {partner_b
 # Chance is 50%; the interval is Wilson's 95% binomial interval. Colour-swap pairs (the same colours
 # on different garments) are counted the same way where the dataset marks them.
 
-# %%
+# %% tags=["nbval-ignore-output"]
 partner_results = {}
 for key, label in (("hard_negative_pairs", "hard-negative partners"), ("colour_swap_pairs", "colour-swap partners")):
     pairs = split_pairs(attributes, key, "test")
