@@ -41,8 +41,8 @@ from tireid_lite.data.torch_data import training_captions
 from tireid_lite.models.methods import METHODS
 from tireid_lite.notebook import (
     ablation_overrides,
+    arms_table,
     compare_arms,
-    mean_std_table,
     resolve_output_dir,
     resolve_profile,
     save_metrics,
@@ -278,8 +278,11 @@ plt.show()
 runs, models = train_arms({**ARMS, **REFERENCES}, profile, seeds, shared=short)
 
 # %% tags=["nbval-ignore-output"]
-print(f"{profile} profile, SynthPEDES test, {len(seeds)} seeds (mean ± std over seeds):")
-print(mean_std_table(runs, [*ARMS, *REFERENCES]).to_string())
+arm_tables = {metric: arms_table(models, data, [*ARMS, *REFERENCES], "random", metric) for metric in ("R1", "mAP")}
+for metric, arm_table in arm_tables.items():
+    print(f"test {metric}, {profile} profile, SynthPEDES test: mean ± std over seeds; each arm - random masking, "
+          "paired over the same seeds and queries, 95% bootstrap interval:")
+    print(arm_table.to_string(float_format=lambda v: f"{v:+.2f}"))
 print(runs.pivot(index="arm", columns="seed", values="R1").round(2).to_string())
 
 # %% [markdown]

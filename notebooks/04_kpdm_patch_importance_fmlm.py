@@ -49,8 +49,8 @@ from tireid_lite.models.patch_importance import (
 )
 from tireid_lite.notebook import (
     ablation_overrides,
+    arms_table,
     compare_arms,
-    mean_std_table,
     resolve_output_dir,
     resolve_profile,
     save_metrics,
@@ -258,8 +258,10 @@ print(by_word.loc[list(named)].round(3).to_string())
 # %% tags=["nbval-ignore-output"]
 ARMS = {arm: ("kpdm", overrides) for arm, overrides in LADDER.items()}
 ladder, ladder_models = train_arms({**ARMS, **REFERENCES}, profile, seeds, shared=short)
-print(f"{profile} profile, SynthPEDES test, {len(seeds)} seeds (mean ± std over seeds):")
-print(mean_std_table(ladder, [*ARMS, *REFERENCES]).to_string())
+ladder_table = arms_table(ladder_models, data, [*ARMS, *REFERENCES], "none (RDE-style + MLM)")
+print(f"test R@1, {profile} profile, SynthPEDES test: mean ± std over seeds; each arm - the first row, paired over "
+      "the same seeds and queries, 95% bootstrap interval:")
+print(ladder_table.to_string(float_format=lambda v: f"{v:+.2f}"))
 
 # %% [markdown]
 # Each step of the ladder as a paired difference over the same seeds and test queries (the arm

@@ -40,13 +40,13 @@ from tireid_lite.data.mim_targets import mim_targets
 from tireid_lite.data.patch_labels import ParsingMaps, patch_labels
 from tireid_lite.data.synth.materials import PART_CLASSES
 from tireid_lite.data.transforms import denormalize
+from tireid_lite.eval.head_probes import SMALL_PARTS, mim_caption_probe
 from tireid_lite.losses.mim import num_masked
-from tireid_lite.models.bilma import evaluate_mim
 from tireid_lite.models.methods import METHODS
 from tireid_lite.notebook import (
     ablation_overrides,
+    arms_table,
     compare_arms,
-    mean_std_table,
     resolve_output_dir,
     resolve_profile,
     save_metrics,
@@ -189,32 +189,58 @@ show_mim_prediction(image, mask_grid, labels, pred_grid, patch, title="BiLMa: ma
 plt.show()
 
 # %% [markdown]
-# Over the whole test split (each image with its first caption, a fresh random mask each), the head's
-# accuracy per part class. BiLMa's motivation is that small parts (shoes, a bag seen from the side)
-# are where the caption must help; whether this short run got there is what the table and the
-# sentence printed below it say.
+# Over the test split (the first 400 images, each with its first caption, a fresh random mask each),
+# `mim_caption_probe` asks two questions of the head on the same masked patches:
+#
+# - **does it read the caption?** It predicts each patch twice, with the image's own caption and with
+#   an empty caption; the difference (with - without) comes with a 95% bootstrap interval over the
+#   patches;
+# - **does it beat where parts usually are?** A *position prior* names, at each patch position, the
+#   commonest part class there (counted on the val split's part maps). A head at the prior's accuracy
+#   has learned the layout of a pedestrian image, not what this image or caption shows. BiLMa's
+#   motivation is the small parts (hat, hair, face, arms, shoes, bag), where the prior is weakest and
+#   the caption must help.
+#
+# The probe runs on the model of every seed; the table is the first seed's, per part class.
 
 # %% tags=["nbval-ignore-output"]
-mim_eval = evaluate_mim(model, data, "test", seed=seed)
-per_class = pd.DataFrame({
-    "masked patches": mim_eval["count"].numpy().astype(int),
-    "accuracy %": (100 * mim_eval["per_class"].double()).numpy().round(1),
-}, index=list(PART_CLASSES))
-print(per_class.to_string())
-print(f"all masked patches: {100 * mim_eval['accuracy']:.1f}%")
-never = [name for name, acc in per_class["accuracy %"].items() if acc == 0]
-print(f"classes the head never names correctly: {', '.join(never) if never else 'none'}"
-      + (" - after this short run it predicts the frequent parts only, so it shows no help from the caption "
-         "on small parts" if never else ""))
+mim_probes = {s: mim_caption_probe(get_or_train("bilma", profile, s, overrides=short).model, data, "test", seed=s)
+              for s in seeds}
+mim_probe = mim_probes[seed]
+per_class = pd.DataFrame(mim_probe["per_class"]).T.rename(columns={"count": "masked patches"})
+per_class["masked patches"] = per_class["masked patches"].astype(int)
+print(per_class.to_string(float_format=lambda v: f"{v:.1f}"))
+for s, result in mim_probes.items():
+    gain = ("the interval excludes 0: the head names more patches with the caption" if result["caption_gain_low"] > 0
+            else "the interval excludes 0, below 0" if result["caption_gain_high"] < 0
+            else "the interval includes 0: no sign that the head reads the caption")
+    print(f"seed {s}: all {result['patches']} masked patches: with caption {result['with_caption']:.1f}%, without "
+          f"{result['without_caption']:.1f}%, position prior {result['prior']:.1f}%; with - without "
+          f"{result['caption_gain']:+.2f} [{result['caption_gain_low']:+.2f}, {result['caption_gain_high']:+.2f}]: {gain}")
+    if "small_over_prior" in result:
+        over = ("the interval excludes 0: above the prior" if result["small_over_prior_low"] > 0
+                else "the interval excludes 0: below the prior" if result["small_over_prior_high"] < 0
+                else "the interval includes 0: no better than the prior")
+        print(f"        small parts ({result['small_patches']} patches): with caption {result['small_with_caption']:.1f}%, "
+              f"prior {result['small_prior']:.1f}%, head - prior {result['small_over_prior']:+.2f} "
+              f"[{result['small_over_prior_low']:+.2f}, {result['small_over_prior_high']:+.2f}]: {over}")
+never = [name for name, row in mim_probe["per_class"].items() if row["count"] and row["with_caption"] == 0]
+print(f"classes the head never names correctly (seed {seed}): {', '.join(never) if never else 'none'}")
 
 # %%
-fig, ax = plt.subplots(figsize=(7, 3))
-per_class["accuracy %"].plot.bar(ax=ax, color="tab:blue")
+fig, ax = plt.subplots(figsize=(8, 3))
+per_class[["with_caption", "without_caption", "prior"]].plot.bar(ax=ax, color=["tab:blue", "tab:orange", "0.6"])
 ax.set_ylabel("accuracy (%)")
 ax.set_ylim(0, 100)
-ax.set_title("MIM head, test split: accuracy per part class")
+ax.set_title(f"MIM head, test split (seed {seed}): with and without the caption, beside the position prior")
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# Read the two lines per seed as printed: the caption gain says whether the cross-modal module
+# passes anything from the caption to the patches, the small-part line whether that is already
+# enough to name the parts the prior cannot. Where a class's three bars are all at 0, neither the
+# head nor the prior ever names it; the regression floor of this notebook checks the caption gain.
 
 # %% [markdown]
 # ## 4. Which losses: BiLMa's component ablation in miniature
@@ -238,8 +264,9 @@ print("BiLMa's table (paper, R@1 %):")
 print(paper_components.to_string())
 
 # %% tags=["nbval-ignore-output"]
-print(f"here ({profile} profile, SynthPEDES test, {len(seeds)} seeds):")
-print(mean_std_table(component_runs, list(COMPONENTS)).to_string())
+print(f"test R@1 here ({profile} profile, SynthPEDES test): mean ± std over seeds; each arm - neither, paired over "
+      "the same seeds and queries, 95% bootstrap interval:")
+print(arms_table(component_models, data, list(COMPONENTS), "neither").to_string(float_format=lambda v: f"{v:+.2f}"))
 
 # %% [markdown]
 # "neither" (the baseline) and "MLM only" (IRRA) are trained at exactly the arms' budget, so they
@@ -262,7 +289,7 @@ for name, result in bilma_effects.items():
 # beta 1) puts SemMIM first, mean colours and features in the middle and raw pixels last.
 
 # %% tags=["nbval-ignore-output"]
-target_runs, _ = train_arms(TARGETS, profile, seeds, shared=short)
+target_runs, target_models = train_arms(TARGETS, profile, seeds, shared=short)
 
 # %%
 paper_targets = pd.DataFrame({"CUHK R1": [72.86, 73.07, 73.52, 74.03], "CUHK mAP": [65.61, 66.01, 66.20, 66.57]},
@@ -271,8 +298,9 @@ print("BiLMa's target comparison (paper):")
 print(paper_targets.to_string())
 
 # %% tags=["nbval-ignore-output"]
-print(f"here ({profile} profile, SynthPEDES test, {len(seeds)} seeds):")
-print(mean_std_table(target_runs, list(TARGETS)).to_string())
+print(f"test R@1 here ({profile} profile, SynthPEDES test): mean ± std over seeds; each target - SemMIM, paired "
+      "over the same seeds and queries, 95% bootstrap interval:")
+print(arms_table(target_models, data, list(TARGETS), "SemMIM").to_string(float_format=lambda v: f"{v:+.2f}"))
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
@@ -286,7 +314,8 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Read these against the spread over seeds and against the budget: each model had one pass over the
+# Read the bars through the paired tables above: a difference counts only where its interval
+# excludes 0. Each model had one pass over the
 # first 500 training identities (62 steps) on a CPU, from the same attribute-pretrained towers. The
 # masked image costs a second pass through
 # the image tower and the cross-modal module every step (the training times are below). Where the
@@ -301,14 +330,19 @@ print(times.pivot(index="arm", columns="seed", values="train_s").round(1).to_str
 # ## Check
 #
 # The step-by-step patch labels equal the library's; the MIM target of the training path is the same
-# label grid; the per-class accuracies average to the overall accuracy.
+# label grid; the probe's per-class accuracies average to its overall accuracies; the small-part
+# accuracies are those of the small classes together.
 
 # %%
 assert np.array_equal(by_hand_grid, labels), (by_hand_grid, labels)
 target = mim_targets(gallery[j]["images"][None], torch.from_numpy(part_map)[None].long(), patch, "semantic")
 assert np.array_equal(target.reshape(rows, cols).numpy(), labels)
-weights = mim_eval["count"] / mim_eval["count"].sum()
-assert abs(float(torch.nansum(mim_eval["per_class"] * weights)) - mim_eval["accuracy"]) < 1e-6
+counts = {name: row["count"] for name, row in mim_probe["per_class"].items() if row["count"]}
+for key in ("with_caption", "without_caption", "prior"):
+    total = sum(mim_probe["per_class"][name][key] * n for name, n in counts.items())
+    assert abs(total / mim_probe["patches"] - mim_probe[key]) < 1e-6, key
+    small = sum(mim_probe["per_class"][name][key] * counts.get(name, 0) for name in SMALL_PARTS)
+    assert abs(small / mim_probe["small_patches"] - mim_probe[f"small_{key}"]) < 1e-6, key
 print("check passed")
 
 # %%
@@ -316,7 +350,8 @@ component_means = component_runs.groupby("arm")["R1"].mean()
 target_means = target_runs.groupby("arm")["R1"].mean()
 save_metrics(output_dir, {
     "patch_labels_person": int((labels > 0).sum()),
-    "mim_accuracy": float(100 * mim_eval["accuracy"]),
+    **{f"mim_{key}": float(np.mean([r[key] for r in mim_probes.values()]))
+       for key in ("with_caption", "without_caption", "prior", "small_with_caption", "small_prior")},
     "R1_neither": float(component_means["neither"]),
     "R1_mlm_only": float(component_means["MLM only"]),
     "R1_semmim_only": float(component_means["SemMIM only"]),
@@ -333,8 +368,13 @@ print(f"metrics written to {NOTEBOOK}/metrics.json in the output folder")
 # Computed from this run's numbers:
 
 # %% tags=["nbval-ignore-output"]
-print(f"- MIM head: {100 * mim_eval['accuracy']:.1f}% of masked test patches named correctly; never right on: "
-      f"{', '.join(never) if never else 'no class'}.")
+for s, result in mim_probes.items():
+    print(f"- MIM head, seed {s}: {result['with_caption']:.1f}% of masked test patches with the caption, "
+          f"{result['without_caption']:.1f}% without, position prior {result['prior']:.1f}%; with - without "
+          f"{result['caption_gain']:+.2f} [{result['caption_gain_low']:+.2f}, {result['caption_gain_high']:+.2f}], "
+          f"the interval {'excludes' if result['caption_gain_low'] > 0 or result['caption_gain_high'] < 0 else 'includes'} 0; "
+          f"small parts {result['small_with_caption']:.1f}% against the prior's {result['small_prior']:.1f}%.")
+print(f"- classes never named correctly (seed {seed}): {', '.join(never) if never else 'none'}.")
 for name, result in bilma_effects.items():
     print(f"- {name}: {result.verdict}.")
 print("- target order here (mean R@1): " + " > ".join(target_means.sort_values(ascending=False).index)
@@ -347,9 +387,11 @@ print("- target order here (mean R@1): " + " > ".join(target_means.sort_values(a
 #   caption visible, through the same cross-modal module IRRA uses for masked words.
 # - SemMIM's target is the patch's part label, the level at which captions describe people; the kit
 #   labels a patch with the majority part of its pixels (background under half coverage).
-# - The head's per-class accuracy shows which parts the caption helps to name.
-# - Both ablations run here in miniature, with the paper's tables beside them; at this budget read
-#   differences against the spread over seeds.
+# - The head's per-class accuracy with and without the caption, beside a position-only prior, shows
+#   whether the caption helps and which parts it helps to name.
+# - Both ablations run here in miniature, with the paper's tables beside them; each arm's paired
+#   difference from its reference, with its interval over the test queries, says whether this budget
+#   shows an effect (the recap above states it from the intervals).
 #
 # ## Exercises
 #
@@ -357,7 +399,7 @@ print("- target order here (mean R@1): " + " > ".join(target_means.sort_values(a
 #    and 0.75 (`patch_labels(part_map, patch, coverage=...)`)? Which parts lose the most patches?
 # 2. Mask more: train `get_or_train("bilma", profile, seed, overrides=[*short, "model.bilma.mim_ratio=0.5"])`. Does
 #    the MIM accuracy drop, and does retrieval change?
-# 3. Hide the caption from the MIM head: in a copy of `MaskedImageHead.predictions`, pass an all-padding
-#    caption. How much of the head's accuracy came from the text?
+# 3. Run `mim_caption_probe` on the "SemMIM only" arm (`component_models["SemMIM only", seed].model`). Does
+#    the caption help the head more or less without the masked-language loss beside it?
 # 4. Real data has no exact part maps: compare the body-layout prior (`layout_prior`) with SynthPEDES's
 #    map for a few images. Which classes does the prior get wrong most often?

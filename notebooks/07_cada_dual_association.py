@@ -47,7 +47,7 @@ from tireid_lite.data.build import build_data, dataset_root
 from tireid_lite.data.transforms import denormalize
 from tireid_lite.eval.metrics import per_query_metrics, retrieval_metrics
 from tireid_lite.eval.retrieval import score_split
-from tireid_lite.eval.statistics import paired_difference
+from tireid_lite.eval.statistics import paired_difference, paired_table
 from tireid_lite.losses.itm import cada_global_loss, mine_hard_negatives
 from tireid_lite.losses.matching import sdm_loss
 from tireid_lite.models.cada import ara_predictions, itm_pair_accuracy
@@ -56,7 +56,6 @@ from tireid_lite.models.head import RerankInputs
 from tireid_lite.models.scorer import rerank_top_k
 from tireid_lite.notebook import (
     ablation_overrides,
-    mean_std_table,
     resolve_output_dir,
     resolve_profile,
     save_metrics,
@@ -372,8 +371,12 @@ for (arm, s_), trained in arm_models.items():
         rows_out.append({"arm": "+re-ranking", "seed": s_, **retrieval_metrics(sim_b, qp, gp)})
 table = pd.DataFrame(rows_out)
 order = [*ARMS, "+re-ranking"]
-print(f"here ({profile} profile, SynthPEDES test, {len(seeds)} seeds, re-ranking the top {rerank_k}):")
-print(mean_std_table(table, order).to_string())
+print(f"here ({profile} profile, SynthPEDES test, {len(seeds)} seeds, re-ranking the top {rerank_k}): mean ± std over "
+      "seeds; each arm - global, paired over the same seeds and queries, 95% bootstrap interval:")
+for metric in ("R1", "mAP"):
+    arm_table = paired_table({arm: {s_: per_query[arm, s_][metric] for s_ in seeds} for arm in order}, "global", metric)
+    print(f"test {metric}:")
+    print(arm_table.set_index("arm").drop(columns="excludes_zero").to_string(float_format=lambda v: f"{v:+.2f}"))
 print(table.pivot(index="arm", columns="seed", values="R1").reindex(order).round(2).to_string())
 
 # %% tags=["nbval-ignore-output"]

@@ -52,12 +52,11 @@ from tireid_lite.data.synth.materials import PART_CLASSES
 from tireid_lite.data.transforms import denormalize
 from tireid_lite.eval.metrics import per_query_metrics
 from tireid_lite.eval.retrieval import score_split
-from tireid_lite.eval.statistics import paired_difference
+from tireid_lite.eval.statistics import paired_difference, paired_table
 from tireid_lite.losses.ranking import commonality, negative_mean, part_margins, part_ranking_loss, part_similarities
 from tireid_lite.models.partlevel import query_part_iou, word_attention
 from tireid_lite.notebook import (
     ablation_overrides,
-    mean_std_table,
     resolve_output_dir,
     resolve_profile,
     save_metrics,
@@ -361,10 +360,6 @@ print(f"Spearman rank correlation of final mu_k with the generator's agreement (
 # that interval.
 
 # %% tags=["nbval-ignore-output"]
-print(f"{profile} profile, SynthPEDES test, {len(seeds)} seeds:")
-print(mean_std_table(runs, list(ARMS)).to_string())
-
-# %% tags=["nbval-ignore-output"]
 scores, per_query = {}, {}
 for arm in ARMS:
     for s in seeds:
@@ -372,6 +367,12 @@ for arm in ARMS:
         scores[arm, s] = sim.numpy()
         per_query[arm, s] = per_query_metrics(sim, q_pids, g_pids)
 q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
+print(f"{profile} profile, SynthPEDES test, {len(seeds)} seeds: mean ± std over seeds; each arm - global only, "
+      "paired over the same seeds and queries, 95% bootstrap interval:")
+for metric in ("R1", "mAP"):
+    arm_table = paired_table({arm: {s: per_query[arm, s][metric] for s in seeds} for arm in ARMS}, "global only", metric)
+    print(f"test {metric}:")
+    print(arm_table.set_index("arm").drop(columns="excludes_zero").to_string(float_format=lambda v: f"{v:+.2f}"))
 
 
 def stacked(arm: str, metric: str) -> np.ndarray:

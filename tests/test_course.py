@@ -150,6 +150,30 @@ def test_mean_std_table_orders_rows_and_formats_mean_and_std():
         mean_std_table(runs, ["c"])
 
 
+def test_arms_table_pairs_each_arm_with_the_reference_over_the_same_queries(monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tireid_lite import notebook
+
+    rng = np.random.default_rng(0)
+    base = {s: 100.0 * (rng.random(400) < 0.3) for s in (0, 1)}
+    better = {s: np.maximum(base[s], 100.0 * (rng.random(400) < 0.2)) for s in (0, 1)}  # never worse, often better
+    models = {}
+    for arm, by_seed in (("ref", base), ("same", base), ("better", better)):
+        for s, values in by_seed.items():
+            models[arm, s] = SimpleNamespace(folder=f"/models/{arm}-{s}")
+            monkeypatch.setitem(notebook._PER_QUERY, (f"/models/{arm}-{s}", "test"), {"R1": values})
+    table = notebook.arms_table(models, None, ["ref", "same", "better"], "ref")
+    assert list(table.index) == ["ref", "same", "better"] and set(table["seeds"]) == {2}
+    assert table.loc["ref", "verdict"] == "reference" and table.loc["same", "diff"] == 0.0
+    assert table.loc["same", "verdict"].startswith("interval includes 0 (2 seeds)")
+    assert table.loc["better", "low"] > 0 and table.loc["better", "verdict"] == "interval excludes 0 (2 seeds): above ref"
+    with pytest.raises(ValueError, match=r"no runs for \['gone'\]"):
+        notebook.arms_table(models, None, ["ref", "gone"], "ref")
+
+
 def test_the_kernels_tcp_warning_stays_out_of_the_course_log_and_errors_stay_in(course_dir, tmp_path, capfd):
     """ipykernel logs "running over TCP without encryption" at every start; the course's kernels log from
     ERROR up, so that line goes while a failing notebook is still reported."""

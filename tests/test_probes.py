@@ -21,6 +21,7 @@ from tireid_lite.eval.probes import (
     caption_tells,
     colour_counts,
     detection_from_counts,
+    detection_from_record,
     detection_probe,
     pair_attribute,
     partner_probe,
@@ -108,6 +109,20 @@ def test_detection_probe_reports_f1_over_the_random_flagger():
     assert out["f1_over_random"] == pytest.approx(out["f1"] - out["random_f1"])
     with pytest.raises(ValueError, match="tp"):
         detection_from_counts(tp=41, flagged=40, noisy=50, total=200)
+
+
+def test_detection_from_a_training_record_uses_its_truth_or_recovers_it():
+    record = {"partition_precision": 0.75, "partition_recall": 0.6, "partition_clean": 150, "partition_noisy": 40,
+              "partition_uncertain": 10, "partition_true_noisy": 50}
+    assert detection_from_record(record) == detection_from_counts(tp=30, flagged=40, noisy=50, total=200)
+    older = {k: v for k, v in record.items() if k != "partition_true_noisy"}
+    assert detection_from_record(older) == detection_from_record(record)  # noisy = tp / recall
+    silent = {**older, "partition_precision": 0.0, "partition_recall": 0.0}
+    with pytest.raises(ValueError, match="pass noisy="):
+        detection_from_record(silent)
+    assert detection_from_record(silent, noisy=50)["random_f1"] == pytest.approx(2 * 40 * 50 / 200 / 90)
+    with pytest.raises(ValueError, match="not a partition record"):
+        detection_from_record({"epoch": 1})
 
 
 TINY = [

@@ -195,7 +195,7 @@ def cell_probes(trained, data, probes: Iterable[str], split: str = "test") -> tu
     from tireid_lite.eval.head_probes import mim_caption_probe, mlm_image_probe
     from tireid_lite.eval.metrics import per_query_metrics
     from tireid_lite.eval.probes import (
-        detection_from_counts,
+        detection_from_record,
         partner_outcomes,
         rare_colour_probe,
         split_pairs,
@@ -248,17 +248,13 @@ def cell_probes(trained, data, probes: Iterable[str], split: str = "test") -> tu
         records = [r for r in trained.history() if "partition_precision" in r]
         if records:
             last = records[-1]
-            total = int(last["partition_clean"] + last["partition_noisy"] + last["partition_uncertain"])
-            flagged = int(last["partition_noisy"])
-            tp = round(last["partition_precision"] * flagged)
-            if "partition_true_noisy" in last:
-                noisy = int(last["partition_true_noisy"])
-            elif last["partition_recall"] > 0:
-                noisy = round(tp / last["partition_recall"])
-            else:  # an older record without the truth: the injected share (a little above it, see data.noise)
-                noisy = round(trained.cfg.data.noise_rate * total)
+            estimate = None
+            if "partition_true_noisy" not in last and last["partition_recall"] <= 0:
+                # an older record without the truth: the injected share (a little above it, see data.noise)
+                total = int(last["partition_clean"] + last["partition_noisy"] + last["partition_uncertain"])
+                estimate = round(trained.cfg.data.noise_rate * total)
                 notes.append("detection: true noisy count estimated from data.noise_rate (older run record)")
-            for k, v in detection_from_counts(tp, flagged, noisy, total).items():
+            for k, v in detection_from_record(last, estimate).items():
                 metrics[f"detection_{k}"] = float(v)
         else:
             notes.append("detection: the run has no partition record (no epoch after the warm-up)")

@@ -173,3 +173,20 @@ def compare_arms(models: Mapping, data, a: str, b: str, metric: str = "R1", spli
     values = {arm: np.stack([per_query_results(models[arm, seed], data, split)[metric] for seed in seeds])
               for arm in (a, b)}
     return paired_difference(values[a], values[b], metric)
+
+
+def arms_table(models: Mapping, data, order: Sequence[str], reference: str, metric: str = "R1",
+               split: str = "test"):
+    """:func:`~tireid_lite.eval.statistics.paired_table` of arms of :func:`train_arms`: per arm in ``order``,
+    ``mean ± std`` of ``metric`` over seeds and ``arm - reference`` over the common seeds and the same
+    queries of ``split``, with its bootstrap interval and the number of seeds. Taught in
+    ``03_kpdm_key_phrase_masking``."""
+    from tireid_lite.eval.statistics import paired_table
+
+    missing = [arm for arm in order if not any(a == arm for a, _ in models)]
+    if missing:
+        raise ValueError(f"no runs for {missing}; arms with runs: {sorted({a for a, _ in models})}")
+    per_query = {arm: {seed: per_query_results(models[a, seed], data, split)[metric]
+                       for a, seed in models if a == arm} for arm in order}
+    table = paired_table(per_query, reference, metric)
+    return table.set_index("arm")[["seeds", "mean ± std", "diff", "low", "high", "verdict"]]

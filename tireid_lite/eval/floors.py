@@ -14,7 +14,22 @@ measured beside it, in the same run::
   position-only prior on the small parts
   (:func:`~tireid_lite.eval.head_probes.mim_caption_probe`);
 * ``detection_f1 - detection_random_f1``: the partitioner beats a random
-  flagger with its flag rate (:func:`~tireid_lite.eval.probes.detection_probe`).
+  flagger with its flag rate (:func:`~tireid_lite.eval.probes.detection_probe`);
+* ``mlm_any_true - mlm_any_prior``: the MLM head names more of a random 15%
+  of masked words than always naming the commonest one (a head cut off from
+  its input, or untrained, sits at that prior);
+* ``mim_with_caption - mim_without_caption``: the MIM head names more masked
+  patches with the image's caption than with an empty one (a head that
+  ignores the caption gains nothing);
+* ``kept_on_person - person_share``: the patches kept by importance lie on
+  the person more often than patches drawn at random;
+* ``partner_share - partner_chance``: captions naming the attribute that
+  separates hard-negative partners rank their own person above the partner
+  more often than a coin (:func:`~tireid_lite.eval.probes.partner_probe`).
+
+A golden floor names the metric and the control as its notebook writes them
+(e.g. ``F1_ccd_50`` and ``F1_random_ccd_50``); :data:`FLOORS` gives the kit's
+default names and what each floor catches.
 
 Golden files (``tests/golden/*.json``) may hold a ``floors`` section with one
 entry per floor: ``{"metric", "control", "min_gap", "why"}``; the regression
@@ -35,6 +50,14 @@ FLOORS: dict[str, dict[str, str]] = {
                             "broken": "the MIM head names small parts no better than where they usually are"},
     "detection_beats_chance": {"metric": "detection_f1", "control": "detection_random_f1",
                                "broken": "the partitioner flags noisy pairs no better than at random"},
+    "mlm_beats_the_word_prior": {"metric": "mlm_any_true", "control": "mlm_any_prior",
+                                 "broken": "the MLM head names masked words no better than always naming the commonest"},
+    "mim_reads_the_caption": {"metric": "mim_with_caption", "control": "mim_without_caption",
+                              "broken": "the MIM head names masked patches as well without the caption"},
+    "importance_keeps_the_person": {"metric": "kept_on_person_mean", "control": "person_share",
+                                    "broken": "the kept patches lie on the person no more often than random ones"},
+    "partners_beat_chance": {"metric": "partner_share_hard_negative", "control": "partner_chance",
+                             "broken": "the model ranks a person above the hard-negative partner no more often than a coin"},
 }
 
 

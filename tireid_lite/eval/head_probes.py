@@ -5,7 +5,11 @@
   image the caption was written for and once with another identity's image.
   A head that reads the image names more of them with the true image; the
   difference ``true - shuffled`` is the probe, with a bootstrap interval over
-  the masked words (:func:`~tireid_lite.eval.statistics.paired_difference`);
+  the masked words (:func:`~tireid_lite.eval.statistics.paired_difference`).
+  The class ``any`` masks a seeded random share of every caption's words
+  instead (as training draws them), beside a *word prior* that always names
+  the commonest of the masked words: a head that beats it has learned the
+  captions' language, one that also beats the shuffled image reads the image;
 * :func:`mim_caption_probe` (BiLMa's masked-image head, semantic target): the
   part class of masked patches predicted with the image's own caption and with
   an empty one, on the same masks, beside a *position-only prior* that names,
@@ -72,6 +76,8 @@ def mlm_image_probe(
     max_captions: int = 400,
     batch_size: int = 64,
     classes: Iterable[str] = ("colour", "garment"),
+    rate: float = 0.15,
+    seed: int = 0,
 ) -> dict[str, dict[str, float | int | bool]]:
     """Top-1 accuracy (percent) of the MLM head on masked colour and garment words, true vs shuffled image.
 
@@ -81,8 +87,13 @@ def mlm_image_probe(
     the next probed caption of another identity. Returns per class ``true``,
     ``shuffled``, ``gap`` (true - shuffled) with its 95% bootstrap interval
     over the masked words (``low``, ``high``, ``excludes_zero``) and ``words``.
+    The class ``any`` masks each ordinary word of the first ``max_captions``
+    queries with probability ``rate`` (drawn from ``seed``) and adds ``prior``:
+    the accuracy of always naming the commonest masked word.
     Needs a model with IRRA's masked-language head (``model.heads["mlm"]``).
     """
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"rate={rate} must be in (0, 1), e.g. 0.15 as IRRA's masking")
     if "mlm" not in model.heads:
         raise ValueError(f"mlm_image_probe needs a masked-language head; model.method "
                          f"{getattr(model, 'method', '?')!r} has heads {list(model.heads)} (use irra, kpdm or bilma)")
@@ -93,20 +104,29 @@ def mlm_image_probe(
     out = {}
     try:
         for name in classes:
-            if name not in WORD_CLASSES:
-                raise ValueError(f"unknown word class {name!r}; use one of {sorted(WORD_CLASSES)}")
-            targets = torch.tensor(sorted(word_ids(tok, WORD_CLASSES[name])), dtype=torch.long)
-            has_word = torch.isin(queries.caption_ids, targets).any(dim=1).numpy()
+            if name not in WORD_CLASSES and name != "any":
+                raise ValueError(f"unknown word class {name!r}; use one of {sorted([*WORD_CLASSES, 'any'])}")
+            if name == "any":
+                special = torch.tensor(sorted(tok.special_ids), dtype=torch.long)
+                generator = torch.Generator().manual_seed(seed)
+                draw = torch.rand(queries.caption_ids.shape, generator=generator) < rate  # (Q, L)
+                pick = draw & ~torch.isin(queries.caption_ids, special)
+                has_word = pick.any(dim=1).numpy()
+            else:
+                targets = torch.tensor(sorted(word_ids(tok, WORD_CLASSES[name])), dtype=torch.long)
+                has_word = torch.isin(queries.caption_ids, targets).any(dim=1).numpy()
             chosen = np.flatnonzero(has_word)[:max_captions]
             if len(chosen) < 2:
                 out[name] = {"words": 0, "note": f"fewer than two {split} captions name a {name} word"}
                 continue
             other = chosen[_other_identity(queries.pids[chosen])]
             hits = {"true": [], "shuffled": []}
+            masked_words = []
             for start in range(0, len(chosen), batch_size):
                 rows = chosen[start:start + batch_size]
                 ids = queries.caption_ids[rows]  # (B, L)
-                where = torch.isin(ids, targets)  # (B, L) the words to predict
+                where = pick[rows] if name == "any" else torch.isin(ids, targets)  # (B, L) the words to predict
+                masked_words.append(ids[where].numpy())
                 masked = ids.masked_fill(where, tok.mask_token_id)
                 for key, source in (("true", rows), ("shuffled", other[start:start + batch_size])):
                     images = torch.stack([gallery[int(queries.image_ids[q])]["images"] for q in source])
@@ -117,6 +137,9 @@ def mlm_image_probe(
             out[name] = {"true": float(true.mean()), "shuffled": float(shuffled.mean()), "gap": diff.diff,
                          "low": diff.low, "high": diff.high, "excludes_zero": diff.excludes_zero,
                          "words": int(true.size), "captions": len(chosen)}
+            if name == "any":
+                words = np.concatenate(masked_words)
+                out[name]["prior"] = float(100.0 * np.bincount(words).max() / words.size)
     finally:
         model.train(was_training)
     return out

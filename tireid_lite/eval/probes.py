@@ -358,3 +358,27 @@ def detection_from_counts(tp: int, flagged: int, noisy: int, total: int) -> dict
     out.update({f"random_{k}": v for k, v in chance.items()})
     out["f1_over_random"] = out["f1"] - out["random_f1"]
     return out
+
+
+def detection_from_record(record: Mapping, noisy: int | None = None) -> dict[str, float]:
+    """:func:`detection_from_counts` of one partition record of a training history (``partition_*`` keys).
+
+    The true noisy count is the record's ``partition_true_noisy``; an older
+    record without it gives it back from ``tp / recall``, else ``noisy`` must
+    be passed (e.g. the training set's injected noisy pairs).
+    """
+    needed = {"partition_precision", "partition_recall", "partition_clean", "partition_noisy", "partition_uncertain"}
+    if not needed <= set(record):
+        raise ValueError(f"not a partition record: it lacks {sorted(needed - set(record))}; pass an entry of "
+                         "history() logged after the warm-up")
+    total = int(record["partition_clean"] + record["partition_noisy"] + record["partition_uncertain"])
+    flagged = int(record["partition_noisy"])
+    tp = round(record["partition_precision"] * flagged)
+    if "partition_true_noisy" in record:
+        noisy = int(record["partition_true_noisy"])
+    elif record["partition_recall"] > 0:
+        noisy = round(tp / record["partition_recall"])
+    elif noisy is None:
+        raise ValueError("the record keeps no true noisy count and flagged no noisy pair; pass noisy= "
+                         "(the training set's injected noisy pairs)")
+    return detection_from_counts(tp, flagged, int(noisy), total)
