@@ -1,9 +1,22 @@
-"""Fixtures shared by the loss tests."""
+"""Fixtures shared by several test files: float64 features for the losses, a tiny untrained BiLMa model."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+from tireid_lite.config import apply_overrides, get_profile
+from tireid_lite.data.build import build_data
+from tireid_lite.models import build_model
+
+# A BiLMa model (both masked heads and the cross-modal module) small enough to build in a second.
+TINY_BILMA = [
+    "data.dataset=synth", "data.synth_ids_train=8", "data.synth_ids_val=3", "data.synth_ids_test=4",
+    "data.synth_images_per_id=2", "data.image_size=[48,16]", "data.max_length=48", "data.pad=3",
+    "model.method=bilma", "model.image_width=32", "model.image_depth=1", "model.image_heads=2",
+    "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
+    "model.cross_depth=1", "model.cross_heads=2", "model.bilma.mim_ratio=0.25", "model.warm_start=none",
+]
 
 
 @pytest.fixture
@@ -14,3 +27,17 @@ def batch64():
     text = torch.randn(8, 5, generator=gen, dtype=torch.float64)
     pids = torch.tensor([3, 1, 3, 7, 1, 3, 9, 7])
     return image, text, pids
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """An untrained :data:`TINY_BILMA` model in eval mode and its data (a SynthPEDES draw in a temporary cache)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TIREID_CACHE", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("TIREID_PROGRESS", "0")
+    cfg = apply_overrides(get_profile("cpu"), TINY_BILMA)
+    data = build_data(cfg, train=False)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.tokenizer, data.num_classes).eval()
+    yield model, data
+    mp.undo()

@@ -7,17 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-from tireid_lite.config import apply_overrides, get_profile
-from tireid_lite.data.build import build_data
 from tireid_lite.data.synth.materials import PART_CLASSES
 from tireid_lite.eval import head_probes
 from tireid_lite.eval.floors import FLOORS, check_floors
 from tireid_lite.eval.head_probes import mim_caption_probe, mlm_image_probe
 from tireid_lite.eval.probes import detection_probe, partner_probe
-from tireid_lite.models import build_model
 
 
 def _floor(name: str, min_gap: float) -> dict:
@@ -54,13 +50,6 @@ def test_a_partitioner_cut_off_from_its_input_fails_the_detection_floor():
 # --- the notebooks' golden floors: each holds at its golden values and fails when its mechanism is cut off ---
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-TINY = [
-    "data.dataset=synth", "data.synth_ids_train=8", "data.synth_ids_val=3", "data.synth_ids_test=4",
-    "data.synth_images_per_id=2", "data.image_size=[48,16]", "data.max_length=48", "data.pad=3",
-    "model.method=bilma", "model.image_width=32", "model.image_depth=1", "model.image_heads=2",
-    "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
-    "model.cross_depth=1", "model.cross_heads=2", "model.bilma.mim_ratio=0.25", "model.warm_start=none",
-]
 
 
 def _golden(notebook: str) -> dict:
@@ -85,19 +74,6 @@ def test_every_golden_floor_is_well_formed_and_holds_at_the_golden_values():
         assert check_floors(values, floors) == [], path.name
         seen += len(floors)
     assert seen >= 5
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TIREID_CACHE", str(tmp_path_factory.mktemp("cache")))
-    mp.setenv("TIREID_PROGRESS", "0")
-    cfg = apply_overrides(get_profile("cpu"), TINY)
-    data = build_data(cfg, train=False)
-    torch.manual_seed(0)
-    model = build_model(cfg, data.tokenizer, data.num_classes).eval()
-    yield model, data
-    mp.undo()
 
 
 def test_a_mim_head_cut_off_from_the_caption_fails_the_notebook_06_floor(tiny, monkeypatch):

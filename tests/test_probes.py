@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from tireid_lite.config import apply_overrides, get_profile
-from tireid_lite.data.build import build_data
 from tireid_lite.eval.floors import FLOORS, check_floors
 from tireid_lite.eval.head_probes import (
     mim_caption_probe,
@@ -31,7 +29,6 @@ from tireid_lite.eval.probes import (
     split_pairs,
     wilson_interval,
 )
-from tireid_lite.models import build_model
 
 
 def test_wilson_interval_matches_the_hand_computed_bounds():
@@ -123,28 +120,6 @@ def test_detection_from_a_training_record_uses_its_truth_or_recovers_it():
     assert detection_from_record(silent, noisy=50)["random_f1"] == pytest.approx(2 * 40 * 50 / 200 / 90)
     with pytest.raises(ValueError, match="not a partition record"):
         detection_from_record({"epoch": 1})
-
-
-TINY = [
-    "data.dataset=synth", "data.synth_ids_train=8", "data.synth_ids_val=3", "data.synth_ids_test=4",
-    "data.synth_images_per_id=2", "data.image_size=[48,16]", "data.max_length=48", "data.pad=3",
-    "model.method=bilma", "model.image_width=32", "model.image_depth=1", "model.image_heads=2",
-    "model.text_width=32", "model.text_depth=1", "model.text_heads=2", "model.embed_dim=32",
-    "model.cross_depth=1", "model.cross_heads=2", "model.bilma.mim_ratio=0.25", "model.warm_start=none",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TIREID_CACHE", str(tmp_path_factory.mktemp("cache")))
-    mp.setenv("TIREID_PROGRESS", "0")
-    cfg = apply_overrides(get_profile("cpu"), TINY)
-    data = build_data(cfg, train=False)
-    torch.manual_seed(0)
-    model = build_model(cfg, data.tokenizer, data.num_classes).eval()
-    yield model, data
-    mp.undo()
 
 
 def _oracle_logits(data, vocab):
