@@ -137,7 +137,7 @@ class ModelConfig:
     grad_checkpointing: bool = False  # recompute the towers' layers in the backward pass: less memory, ~1/3 more compute
     warm_start: str = "attributes"  # tiny towers' start: attributes (pretrained on a separate SynthPEDES draw, cached) | none
     warm_start_steps: int = 1200  # optimiser steps of that attribute pretraining
-    warm_start_mlm: bool = False  # that pretraining also trains IRRA's cross-modal module and MLM head (masked captions)
+    warm_start_mlm: bool = False  # that pretraining also trains IRRA's cross-modal module and MLM head (masked captions); experimental, see benchmarks/bench_heads_learn.py
     patch_size: int = 8
     image_width: int = 64
     image_depth: int = 4
