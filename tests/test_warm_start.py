@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from tireid_lite.config import apply_overrides, get_profile
+from tireid_lite.data.build import build_data, dataset_root
 from tireid_lite.errors import ConfigError, TIReIDError
 from tireid_lite.train import warm_start as ws_mod
-from tireid_lite.data.build import build_data, dataset_root
 from tireid_lite.train.trainer import Trainer
 from tireid_lite.train.warm_start import (
     FIELDS,
@@ -177,3 +177,25 @@ def test_warm_start_on_real_data_names_the_keys_to_set():
     cfg.model.warm_start = "attributes"  # as a hand-built config could hold
     with pytest.raises(ConfigError, match=r"set model.warm_start=none .*model.pretrained_dir"):
         pretrain_config(cfg)
+
+
+def test_warm_start_mlm_pretrains_the_mlm_head_and_runs_start_from_it(cfg, tmp_path):
+    from tireid_lite.config import NEUTRAL_KEYS, identity_dict
+
+    tokenizer = build_data(cfg, train=False).tokenizer
+    assert NEUTRAL_KEYS["model.warm_start_mlm"] is False  # off: cache keys of earlier runs stay valid
+    assert "warm_start_mlm" not in identity_dict(cfg)["model"]
+    made = lambda *items: apply_overrides(get_profile("cpu"), [*TINY, "model.method=irra", "model.cross_heads=2", *items])
+    with_mlm = made("model.warm_start_mlm=true")
+    assert warm_start_key(with_mlm, tokenizer) != warm_start_key(made(), tokenizer) == warm_start_key(cfg, tokenizer)
+    ws = ensure_warm_start(with_mlm, tokenizer)
+    assert ws.mlm_head is not None and any(k.startswith("cross.") for k in ws.mlm_head)
+    assert "mlm_acc" in ws.log[-1]
+    trainer = Trainer(with_mlm, tmp_path / "run")
+    for name, value in trainer.raw_model.heads["mlm"].state_dict().items():
+        assert torch.equal(value, ws.mlm_head[name]), name
+    baseline = Trainer(made("model.warm_start_mlm=true", "model.method=baseline"), tmp_path / "base")
+    assert "mlm" not in baseline.raw_model.heads  # a method without the head takes the towers alone
+    assert ensure_warm_start(made(), tokenizer).mlm_head is None
+    with pytest.raises(ConfigError, match="model.warm_start_mlm.*attributes"):
+        made("model.warm_start_mlm=true", "model.warm_start=none")

@@ -137,6 +137,7 @@ class ModelConfig:
     grad_checkpointing: bool = False  # recompute the towers' layers in the backward pass: less memory, ~1/3 more compute
     warm_start: str = "attributes"  # tiny towers' start: attributes (pretrained on a separate SynthPEDES draw, cached) | none
     warm_start_steps: int = 1200  # optimiser steps of that attribute pretraining
+    warm_start_mlm: bool = False  # that pretraining also trains IRRA's cross-modal module and MLM head (masked captions); experimental, see benchmarks/bench_heads_learn.py
     patch_size: int = 8
     image_width: int = 64
     image_depth: int = 4
@@ -376,6 +377,8 @@ def validate(cfg: Config) -> Config:
          "none unless data.dataset is synth (the attribute pretraining reads SynthPEDES's attributes.json): "
          "set model.warm_start=none, or use --profile gpu with model.pretrained_dir=DIR (CLIP)"),
         ("model.warm_start_steps", cfg.model.warm_start_steps >= 1, "at least 1"),
+        ("model.warm_start_mlm", not cfg.model.warm_start_mlm or cfg.model.warm_start == "attributes",
+         "false unless model.warm_start is attributes (it pretrains the MLM head beside the towers)"),
         ("model.kpdm.mask_strategy", kpdm.mask_strategy in ("random", "phrase"), "random or phrase"),
         ("model.kpdm.fmlm_alpha", kpdm.fmlm_alpha >= 0, "0 (plain MLM) or more"),
         ("model.kpdm.select_ratio", 0.0 < kpdm.select_ratio <= 1.0, "a number in (0, 1]"),
@@ -483,6 +486,7 @@ NEUTRAL_KEYS: dict[str, Any] = {
     "model.grad_checkpointing": False,
     "data.text_aug": 0.0,
     "train.compile": False,
+    "model.warm_start_mlm": False,
     **DEFAULT_WHEN_ABSENT,  # SynthPEDES's detail knobs
 }
 

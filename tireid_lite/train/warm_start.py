@@ -27,6 +27,12 @@ towers start from a short supervised pretraining, made once and cached:
   run of the course (any method, any ``train.seed``) starts from the same
   towers, as every IRRA run starts from the same CLIP.
 
+With ``model.warm_start_mlm=true`` (off by default) the same pretraining also
+trains IRRA's cross-modal module and masked-language head on the draw's
+masked captions (IRRA's masking, ``model.mlm_prob``), so a run whose method
+has that head (irra, kpdm, bilma) starts with a head that already fills
+blanks from the image; the loss gains IRRA's ``L_mlm`` term.
+
 The towers are kept under ``$TIREID_CACHE/towers/<key>.pt``, where the key
 hashes everything the pretraining depends on; the file is written atomically.
 Taught in ``02_baseline_irra``.
@@ -58,6 +64,7 @@ from tireid_lite.data.synth.knobs import SynthKnobs, knobs_from_config
 from tireid_lite.data.torch_data import GalleryDataset, QueryDataset, TrainPairsDataset
 from tireid_lite.data.transforms import build_transforms
 from tireid_lite.errors import ConfigError, TIReIDError
+from tireid_lite.losses.mlm import masked_accuracy, mlm_loss
 from tireid_lite.models import build_model
 from tireid_lite.progress import progress
 from tireid_lite.text.tokenizers import Tokenizer, tokenizer_files
@@ -85,6 +92,7 @@ class WarmStart:
     log: list[dict[str, float]]
     val_accuracy: dict[str, dict[str, float]]
     seconds: float
+    mlm_head: dict[str, torch.Tensor] | None = None  # IRRA's cross-modal module and MLM head (model.warm_start_mlm)
 
 
 def draw_params(cfg: Config) -> dict[str, Any]:
@@ -143,7 +151,7 @@ def pretrain_config(cfg: Config) -> Config:
     pre.data.synth_ids_test, pre.data.synth_images_per_id = params["ids_test"], params["images_per_id"]
     return apply_overrides(pre, [
         f"data.synth_seed={params['seed'] + SEED_OFFSET}", "data.noise_rate=0.0", "data.flip_p=0.0",
-        "model.warm_start=none",
+        "model.warm_start_mlm=false", "model.warm_start=none",
     ])
 
 
@@ -180,6 +188,8 @@ def warm_start_key(cfg: Config, tokenizer: Tokenizer) -> str:
     knobs = {k: v for k, v in draw["knobs"].items() if v != getattr(SynthKnobs(), k, None)}
     if knobs:  # only knobs away from their defaults join the key, so the kit's own draw keeps its key
         settings["knobs"] = knobs
+    if m.warm_start_mlm:  # likewise: towers made without the MLM head keep their key
+        settings["mlm"] = [m.cross_depth, m.cross_heads, m.mlm_prob]
     return "towers-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -258,13 +268,19 @@ def pretrain_towers(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
     size = tuple(int(s) for s in pre.data.image_size)
     transform = build_transforms(size, train=True, flip=False, pad=pre.data.pad, erase_p=pre.data.erasing_p)
     train_set = TrainPairsDataset(dataset, tokenizer, transform, flip_p=0.0, cache_images=True)
+    with_mlm = cfg.model.warm_start_mlm
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(PRETRAIN_SEED)
-        model = build_model(apply_overrides(_copy(pre), ["model.method=baseline", "train.partitioner=none"]), tokenizer, 1)
+        method = ["model.method=irra", "model.mlm_loss_weight=1"] if with_mlm else ["model.method=baseline"]
+        model = build_model(apply_overrides(_copy(pre), [*method, "train.partitioner=none"]), tokenizer, 1)
         heads = AttributeHeads(model.image_tower.out_dim, targets.fields)
         model.train()
         params = [*model.image_tower.parameters(), *model.text_tower.parameters(), *heads.parameters()]
+        mlm_head = model.heads["mlm"] if with_mlm else None
+        if mlm_head is not None:
+            params += list(mlm_head.parameters())
+            train_set.caption_hook = model.caption_hook  # masked captions (mlm_ids, mlm_labels) with each item
         optimizer = torch.optim.Adam(params, lr=pre.train.lr)
         generator = torch.Generator().manual_seed(PRETRAIN_SEED)
         loader = DataLoader(train_set, batch_size=pre.train.batch_size, shuffle=True, drop_last=True,
@@ -277,9 +293,16 @@ def pretrain_towers(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
             for batch in loader:
                 paths = [train_set.pairs[int(i)].path for i in batch["index"]]
                 y = targets(paths)  # (B, F)
-                image_logits = heads(model.encode_images(batch["images"]))
                 text_logits = heads(model.encode_texts(batch["caption_ids"]))
-                loss = attribute_loss(image_logits, y) + attribute_loss(text_logits, y)
+                if mlm_head is None:
+                    image_logits = heads(model.encode_images(batch["images"]))
+                    loss = attribute_loss(image_logits, y) + attribute_loss(text_logits, y)
+                else:
+                    image_tokens = model.encode_image_tokens(batch["images"])  # (B, 1+N, D)
+                    image_logits = heads(model.image_global(image_tokens))
+                    word_logits = mlm_head.logits(model, batch["mlm_ids"], image_tokens)  # (B, L, V)
+                    loss = (attribute_loss(image_logits, y) + attribute_loss(text_logits, y)
+                            + mlm_loss(word_logits, batch["mlm_labels"]))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -289,6 +312,8 @@ def pretrain_towers(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
                     log.append({"step": step, "loss": round(loss.item(), 4),
                                 "image_acc": round(float(_accuracy(image_logits, y).mean()), 4),
                                 "text_acc": round(float(_accuracy(text_logits, y).mean()), 4)})
+                    if mlm_head is not None:
+                        log[-1]["mlm_acc"] = round(float(masked_accuracy(word_logits, batch["mlm_labels"])), 4)
                 if step >= steps:
                     break
         bar.close()
@@ -302,6 +327,7 @@ def pretrain_towers(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
         log=log,
         val_accuracy=val_accuracy,
         seconds=round(time.perf_counter() - start, 1),
+        mlm_head=None if mlm_head is None else {k: v.detach().clone() for k, v in mlm_head.state_dict().items()},
     )
 
 
@@ -382,7 +408,8 @@ def ensure_warm_start(cfg: Config, tokenizer: Tokenizer) -> WarmStart:
 
 
 def apply_warm_start(model: nn.Module, ws: WarmStart) -> None:
-    """Load the pretrained towers of ``ws`` into ``model.image_tower`` and ``model.text_tower``."""
+    """Load the pretrained towers of ``ws`` into ``model.image_tower`` and ``model.text_tower``, and its
+    cross-modal module and MLM head (``model.warm_start_mlm``) into the model's MLM head when it has one."""
     for name, state in (("image_tower", ws.image_tower), ("text_tower", ws.text_tower)):
         try:
             result = getattr(model, name).load_state_dict(state, strict=False)
@@ -393,4 +420,13 @@ def apply_warm_start(model: nn.Module, ws: WarmStart) -> None:
             raise TIReIDError(
                 f"the pretrained {name.replace('_', ' ')} ({ws.key}) does not fit this model ({err}); "
                 "its shape settings differ from the ones it was made for"
+            ) from err
+    heads = getattr(model, "heads", {})
+    if ws.mlm_head is not None and "mlm" in heads:
+        try:
+            heads["mlm"].load_state_dict(ws.mlm_head)
+        except RuntimeError as err:
+            raise TIReIDError(
+                f"the pretrained MLM head ({ws.key}) does not fit this model ({err}); its cross-modal or "
+                "vocabulary settings differ from the ones it was made for"
             ) from err
