@@ -172,7 +172,7 @@ with torch.no_grad():
 person = np.stack([patch_labels(maps_of.load(path, size=data.image_size), patch).reshape(-1) > 0
                    for path in gallery.paths])  # (G, N) bool
 
-# %%
+# %% tags=["nbval-ignore-output"]
 on_person = {}
 for name, parts in scores.items():
     kept_all = keep_mask(select_patches(torch.cat(parts), ratio), rows * cols).numpy()  # (G, N)
