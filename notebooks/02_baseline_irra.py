@@ -44,6 +44,7 @@ from tireid_lite.eval.head_probes import mlm_image_probe
 from tireid_lite.eval.metrics import rank_gallery, retrieval_metrics
 from tireid_lite.eval.probes import partner_probe, split_pairs
 from tireid_lite.eval.retrieval import evaluate, extract_features
+from tireid_lite.eval.statistics import interval_reading
 from tireid_lite.losses.matching import infonce_loss, sdm_loss
 from tireid_lite.notebook import arms_table, resolve_output_dir, resolve_profile, save_metrics
 from tireid_lite.text.masking import IGNORE_INDEX
@@ -317,9 +318,9 @@ mlm_probe = mlm_image_probe(irra.model, data, "test", classes=("colour", "garmen
 print(pd.DataFrame(mlm_probe).T[["words", "true", "shuffled", "gap", "low", "high", "prior"]]
       .rename(index={"any": "any (15% of all words)"}).to_string(float_format=lambda v: f"{v:.2f}"))
 for name, row in mlm_probe.items():
-    reads = ("the interval excludes 0: the head names more of them with the true image" if row["low"] > 0 else
-             "the interval excludes 0, below 0" if row["high"] < 0 else
-             "the interval includes 0: no sign that the head reads the image for these words")
+    reads = interval_reading(row["low"], row["high"], "the head names more of them with the true image",
+                             "the head names fewer of them with the true image",
+                             "no sign that the head reads the image for these words")
     print(f"{name} words, true - shuffled image {row['gap']:+.2f} points [{row['low']:+.2f}, {row['high']:+.2f}]: {reads}")
 any_words = mlm_probe["any"]
 print(f"all words: {any_words['true']:.1f}% named with the true image against {any_words['prior']:.1f}% for always "

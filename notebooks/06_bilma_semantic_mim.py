@@ -41,6 +41,7 @@ from tireid_lite.data.patch_labels import ParsingMaps, patch_labels
 from tireid_lite.data.synth.materials import PART_CLASSES
 from tireid_lite.data.transforms import denormalize
 from tireid_lite.eval.head_probes import SMALL_PARTS, mim_caption_probe
+from tireid_lite.eval.statistics import interval_reading
 from tireid_lite.losses.mim import num_masked
 from tireid_lite.models.methods import METHODS
 from tireid_lite.notebook import (
@@ -211,16 +212,15 @@ per_class = pd.DataFrame(mim_probe["per_class"]).T.rename(columns={"count": "mas
 per_class["masked patches"] = per_class["masked patches"].astype(int)
 print(per_class.to_string(float_format=lambda v: f"{v:.1f}"))
 for s, result in mim_probes.items():
-    gain = ("the interval excludes 0: the head names more patches with the caption" if result["caption_gain_low"] > 0
-            else "the interval excludes 0, below 0" if result["caption_gain_high"] < 0
-            else "the interval includes 0: no sign that the head reads the caption")
+    gain = interval_reading(result["caption_gain_low"], result["caption_gain_high"],
+                            "the head names more patches with the caption", "the head names fewer patches with it",
+                            "no sign that the head reads the caption")
     print(f"seed {s}: all {result['patches']} masked patches: with caption {result['with_caption']:.1f}%, without "
           f"{result['without_caption']:.1f}%, position prior {result['prior']:.1f}%; with - without "
           f"{result['caption_gain']:+.2f} [{result['caption_gain_low']:+.2f}, {result['caption_gain_high']:+.2f}]: {gain}")
     if "small_over_prior" in result:
-        over = ("the interval excludes 0: above the prior" if result["small_over_prior_low"] > 0
-                else "the interval excludes 0: below the prior" if result["small_over_prior_high"] < 0
-                else "the interval includes 0: no better than the prior")
+        over = interval_reading(result["small_over_prior_low"], result["small_over_prior_high"],
+                                "above the prior", "below the prior", "no better than the prior")
         print(f"        small parts ({result['small_patches']} patches): with caption {result['small_with_caption']:.1f}%, "
               f"prior {result['small_prior']:.1f}%, head - prior {result['small_over_prior']:+.2f} "
               f"[{result['small_over_prior_low']:+.2f}, {result['small_over_prior_high']:+.2f}]: {over}")

@@ -76,3 +76,15 @@ def test_paired_table_gives_each_arm_its_difference_to_the_reference():
     assert table.loc["base", "verdict"] == "reference" and table.loc["base", "seeds"] == 2
     with pytest.raises(ValueError, match="no runs"):
         paired_table({"base": base}, "other")
+
+
+def test_interval_reading_states_what_the_interval_supports():
+    from tireid_lite.eval.statistics import interval_reading
+
+    words = ("above", "below", "neither")
+    assert interval_reading(0.1, 2.0, *words) == "the interval excludes 0: above"
+    assert interval_reading(-2.0, -0.1, *words) == "the interval excludes 0: below"
+    assert interval_reading(-0.1, 0.1, *words) == "the interval includes 0: neither"
+    assert interval_reading(0.0, 1.0, *words) == "the interval includes 0: neither"  # touching 0 is not excluding it
+    with pytest.raises(ValueError, match="low bound above its high bound"):
+        interval_reading(1.0, -1.0, *words)

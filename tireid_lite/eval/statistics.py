@@ -59,6 +59,19 @@ class PairedDifference:
                 "queries": self.queries, "excludes_zero": self.excludes_zero}
 
 
+def interval_reading(low: float, high: float, above: str, below: str, neither: str) -> str:
+    """What an interval ``[low, high]`` of a difference supports, as one phrase: ``"the interval excludes 0: "``
+    + ``above`` (all of it above 0) or ``below`` (all below), else ``"the interval includes 0: "`` + ``neither``.
+    The notebooks state every probe's conclusion through it, so the test is the interval, never the prose."""
+    if low > high:
+        raise ValueError(f"interval [{low}, {high}] has its low bound above its high bound")
+    if low > 0:
+        return f"the interval excludes 0: {above}"
+    if high < 0:
+        return f"the interval excludes 0: {below}"
+    return f"the interval includes 0: {neither}"
+
+
 def paired_difference(
     a: np.ndarray, b: np.ndarray, metric: str = "R1", *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> PairedDifference:
