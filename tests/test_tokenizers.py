@@ -244,3 +244,19 @@ def test_tokenizers_survive_pickling_for_dataloader_workers(clip_tok, word_tok):
         ids = tok.encode(text)
         assert copy.encode(text) == ids
         assert copy.decode(ids) == tok.decode(ids) == text
+
+
+def test_runs_on_the_same_captions_share_one_trained_tokenizer():
+    from tireid_lite.data.build import trained_word_tokenizer
+
+    captions = ["a man in a red coat", "a woman with a blue bag", "a man in a red coat"]
+    first = trained_word_tokenizer(captions, max_length=16)
+    assert trained_word_tokenizer(list(captions), max_length=16) is first
+    fresh = WordTokenizer.train(captions, max_length=16)
+    assert first.convert_ids_to_tokens(range(first.vocab_size)) == fresh.convert_ids_to_tokens(range(fresh.vocab_size))
+    np.testing.assert_array_equal(first.word_counts, fresh.word_counts)
+    assert trained_word_tokenizer(captions, max_length=20) is not first  # another length: another tokenizer
+    other = trained_word_tokenizer([*captions, "a child in green shoes"], max_length=16)
+    assert other is not first and "green" in other.convert_ids_to_tokens(range(other.vocab_size))
+    # joined captions that only differ in where one caption ends are different corpora
+    assert trained_word_tokenizer(["a b", "c"], max_length=16) is not trained_word_tokenizer(["a", "b c"], max_length=16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import numpy as np
@@ -13,7 +14,14 @@ from torchvision import transforms as v1
 from tireid_lite.data.noise import inject_noise
 from tireid_lite.data.records import ImageRecord, PedesDataset
 from tireid_lite.data.samplers import IdentityBalancedSampler
-from tireid_lite.data.torch_data import TRAIN_KEYS, GalleryDataset, QueryDataset, TrainPairsDataset, read_image
+from tireid_lite.data.torch_data import (
+    TRAIN_KEYS,
+    GalleryDataset,
+    QueryDataset,
+    TrainPairsDataset,
+    image_pixels,
+    read_image,
+)
 from tireid_lite.data.transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -257,6 +265,32 @@ def test_gallery_items(tiny):
     assert set(item) == {"images", "pids", "image_ids"}
     assert (item["pids"].item(), item["image_ids"].item()) == (50, 1)
     np.testing.assert_allclose(item["images"].numpy(), normalised(arrays["test/e1.png"]), atol=1e-5)
+
+
+def test_cached_galleries_share_decoded_images_and_read_a_rewritten_file_again(tiny):
+    ds, arrays = tiny
+    first = GalleryDataset(ds, "test", TEST_TF, cache_images=True)[1]["images"]
+    second = GalleryDataset(ds, "test", TEST_TF, cache_images=True)[1]["images"]
+    assert second is first  # one decode per process, whatever the number of runs
+    np.testing.assert_allclose(first.numpy(), normalised(arrays["test/e1.png"]), atol=1e-5)
+    plain = GalleryDataset(ds, "test", TEST_TF)[1]["images"]
+    assert plain is not first and torch.equal(plain, first)
+    path = ds.image_dir / "test/e1.png"
+    changed = 255 - arrays["test/e1.png"]
+    Image.fromarray(changed).save(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # a later modification time
+    again = GalleryDataset(ds, "test", TEST_TF, cache_images=True)[1]["images"]
+    np.testing.assert_allclose(again.numpy(), normalised(changed), atol=1e-5)
+
+
+def test_random_transforms_are_never_shared(tiny):
+    ds, _ = tiny
+    train_tf = build_transforms((H, W), train=True, flip=False)
+    assert getattr(train_tf, "shared_cache_key", None) is None
+    path = ds.image_dir / "test/d1.png"
+    assert image_pixels(path, train_tf, shared=True) is not image_pixels(path, train_tf, shared=True)
+    assert image_pixels(path, TEST_TF, shared=True) is image_pixels(path, TEST_TF, shared=True)
+    assert image_pixels(path, TEST_TF) is not image_pixels(path, TEST_TF)
 
 
 def test_query_items(tiny, tok):

@@ -10,6 +10,7 @@ them lives in :mod:`tireid_lite.train.build`. Taught in ``02_baseline_irra``.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,7 +133,22 @@ def build_tokenizer(cfg: Config, dataset: PedesDataset) -> Tokenizer:
             )
         return CLIPBPETokenizer.from_pretrained(cfg.model.pretrained_dir, max_length=cfg.data.max_length)
     captions = [caption for record in dataset.split("train") for caption in record.captions]
-    return WordTokenizer.train(captions, max_length=cfg.data.max_length)
+    return trained_word_tokenizer(captions, max_length=cfg.data.max_length)
+
+
+# Word tokenizers trained in this process, by (digest of the captions, max_length): a notebook that
+# trains many runs on one dataset builds the vocabulary once (about a second each time otherwise).
+_WORD_TOKENIZERS: dict[tuple[str, int], WordTokenizer] = {}
+
+
+def trained_word_tokenizer(captions: list[str], *, max_length: int) -> WordTokenizer:
+    """:meth:`WordTokenizer.train` on ``captions``, reusing the tokenizer already trained in this process
+    on the same captions (a tokenizer is not changed after training, so runs can share it)."""
+    digest = hashlib.sha256("\x00".join(captions).encode("utf-8")).hexdigest()
+    key = (digest, int(max_length))
+    if key not in _WORD_TOKENIZERS:
+        _WORD_TOKENIZERS[key] = WordTokenizer.train(captions, max_length=max_length)
+    return _WORD_TOKENIZERS[key]
 
 
 def build_data(

@@ -65,6 +65,56 @@ def read_image(path: Path) -> Image.Image:
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 
+# Images decoded in this process, shared by every dataset built with ``cache_images`` (a notebook
+# trains many runs on one SynthPEDES: each would otherwise decode the same files again), and the
+# test-recipe tensors of evaluation images. Keys hold the file's size and modification time, so a
+# rewritten file is read again. Both are emptied when they reach SHARED_CACHE_ITEMS entries.
+SHARED_CACHE_ITEMS = 50_000
+_SHARED_IMAGES: dict[tuple[str, int, int], Image.Image] = {}
+_SHARED_PIXELS: dict[tuple[str, int, int, str], torch.Tensor] = {}
+
+
+def _file_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # read_image names the file in its error
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+def _remember(cache: dict, key: tuple, value: object) -> None:
+    if len(cache) >= SHARED_CACHE_ITEMS:
+        cache.clear()
+    cache[key] = value
+
+
+def read_image_shared(path: Path) -> Image.Image:
+    """:func:`read_image`, decoding each file once per process (the image must not be changed in place)."""
+    key = _file_key(path)
+    if key is None:
+        return read_image(path)
+    image = _SHARED_IMAGES.get(key)
+    if image is None:
+        image = read_image(path)
+        _remember(_SHARED_IMAGES, key, image)
+    return image
+
+
+def image_pixels(path: Path, transform: ImageTransform, *, shared: bool = False) -> torch.Tensor:
+    """``transform`` applied to the image at ``path``. With ``shared`` and a deterministic transform (one
+    that carries ``shared_cache_key``, as the test recipe of ``build_transforms`` does), the tensor is
+    computed once per process and returned to every caller (read it, do not change it in place)."""
+    cache_key = getattr(transform, "shared_cache_key", None)
+    key = _file_key(path) if shared and cache_key is not None else None
+    if key is None:
+        return transform(read_image_shared(path) if shared else read_image(path))
+    full_key = (*key, str(cache_key))
+    pixels = _SHARED_PIXELS.get(full_key)
+    if pixels is None:
+        pixels = transform(read_image_shared(path))
+        _remember(_SHARED_PIXELS, full_key, pixels)
+    return pixels
+
 
 def read_jpeg_tensor(path: Path) -> tv_tensors.Image | Image.Image:
     """A JPEG decoded by ``torchvision.io`` into a uint8 ``(3, H, W)`` image tensor (more images per second
@@ -168,7 +218,7 @@ class TrainPairsDataset(Dataset):
                 return read_jpeg_tensor(full)
             return read_image(full)
         if path not in self._image_cache:
-            self._image_cache[path] = read_image(self.dataset.image_path(path))
+            self._image_cache[path] = read_image_shared(self.dataset.image_path(path))
         return self._image_cache[path]
 
     def _part_map(self, path: str, image: Image.Image | tv_tensors.Image) -> np.ndarray:
@@ -258,7 +308,8 @@ class GalleryDataset(Dataset):
     def _pixels(self, index: int) -> torch.Tensor:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        pixels = self.transform(read_image(self.dataset.image_path(self.paths[index])))  # (3, H, W)
+        path = self.dataset.image_path(self.paths[index])
+        pixels = image_pixels(path, self.transform, shared=self._cache is not None)  # (3, H, W)
         if self._cache is not None:
             self._cache[index] = pixels
         return pixels

@@ -91,7 +91,10 @@ def build_transforms(
     resize = v2.Resize((height, width), antialias=True)
     to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if not train:
-        return v2.Compose([resize, *to_float, v2.ToPureTensor()])
+        compose = v2.Compose([resize, *to_float, v2.ToPureTensor()])
+        # deterministic: the same file gives the same tensor, so datasets may share the result
+        compose.shared_cache_key = f"test-recipe:{size[0]}x{size[1]}"
+        return compose
     steps: list[Callable] = [resize]
     if flip:
         steps.append(v2.RandomHorizontalFlip(0.5))

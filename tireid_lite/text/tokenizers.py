@@ -223,7 +223,7 @@ class WordTokenizer(Tokenizer):
         self.max_length = self._check_max_length(max_length)
         self.lowercase = lowercase
         self.vocab_size = backend.get_vocab_size()
-        counts = np.asarray(word_counts, dtype=np.int64)
+        counts = np.array(word_counts, dtype=np.int64)  # a copy: runs may share one tokenizer
         if counts.shape != (self.vocab_size,):
             raise ConfigError(
                 f"word_counts has shape {counts.shape}, expected ({self.vocab_size},); save the tokenizer again"

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from tireid_lite.config import Config
-from tireid_lite.data.torch_data import read_image
+from tireid_lite.data.torch_data import image_pixels
 from tireid_lite.data.transforms import build_transforms
 from tireid_lite.errors import ConfigError
 from tireid_lite.eval.retrieval import extract_features
@@ -50,14 +50,15 @@ PARTITIONERS = ("none", "ccd", "tcp")
 class _TrainImages(Dataset):
     """The distinct training images, test-time transform (no flip, no crop)."""
 
-    def __init__(self, dataset: Any, paths: list[str], transform: Any) -> None:
-        self.dataset, self.paths, self.transform = dataset, paths, transform
+    def __init__(self, dataset: Any, paths: list[str], transform: Any, *, shared: bool = False) -> None:
+        self.dataset, self.paths, self.transform, self.shared = dataset, paths, transform, shared
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"images": self.transform(read_image(self.dataset.image_path(self.paths[index])))}
+        path = self.dataset.image_path(self.paths[index])
+        return {"images": image_pixels(path, self.transform, shared=self.shared)}  # (3, H, W)
 
 
 class _CaptionIds(Dataset):
@@ -91,7 +92,9 @@ def pair_features(
     rows: dict[str, int] = {}
     image_row = np.array([rows.setdefault(pair.path, len(rows)) for pair in pairs], dtype=np.int64)  # (N,)
     transform = build_transforms(image_size, train=False)
-    images = _TrainImages(train_set.dataset, list(rows), transform)
+    # images kept in memory for training (cache_images) are also kept as the partition encodes them
+    images = _TrainImages(train_set.dataset, list(rows), transform,
+                          shared=getattr(train_set, "_image_cache", None) is not None)
     ids = train_set.tokenizer([pair.caption for pair in pairs])  # (N, L)
     loader_args = dict(batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
