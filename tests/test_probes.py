@@ -11,6 +11,7 @@ import torch
 from tireid_lite.eval.floors import FLOORS, check_floors
 from tireid_lite.eval.head_probes import (
     mim_caption_probe,
+    language_head,
     mlm_image_probe,
     position_prior,
     word_ids,
@@ -192,3 +193,45 @@ def test_mim_probe_prior_and_caption_gain(tiny, monkeypatch):
                      "why": FLOORS["mim_beats_the_prior"]["broken"]}}
     metrics = {f"mim_{k}": v for k, v in out.items() if k.startswith("small_")}
     assert check_floors(metrics, floor) and "below the floor" in check_floors(metrics, floor)[0]
+
+
+def test_mlm_probe_reads_kpdm_heads_through_the_patches_they_keep(tmp_path, monkeypatch):
+    from tests.conftest import TINY_BILMA
+
+    from tireid_lite.config import apply_overrides, get_profile
+    from tireid_lite.data.build import build_data
+    from tireid_lite.models import build_model
+
+    monkeypatch.setenv("TIREID_CACHE", str(tmp_path))
+    monkeypatch.setenv("TIREID_PROGRESS", "0")
+    overrides = [o for o in TINY_BILMA if not o.startswith(("model.method", "model.bilma"))]
+    cfg = apply_overrides(get_profile("cpu"), [*overrides, "model.method=kpdm", "model.kpdm.mask_strategy=random",
+                                               "model.kpdm.fmlm_alpha=0", "model.kpdm.select_ratio=0.5",
+                                               "model.kpdm.importance_layers=1"])
+    data = build_data(cfg, train=False)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.tokenizer, data.num_classes).eval()
+    head = language_head(model)
+    assert head is model.heads["kpdm_mlm"]
+    images = torch.stack([data.gallery("test")[i]["images"] for i in range(3)])
+    patches = model.encode_image_tokens(images).shape[1] - 1
+    context = head.image_context(model, images)
+    assert context.shape[1] == 1 + patches // 2  # the class token and the kept half of the patches
+    out = mlm_image_probe(model, data, classes=("colour",))["colour"]
+    assert out["words"] > 0 and 0.0 <= out["true"] <= 100.0
+    # a head cut off from the image: the same context whatever the image, so no gap at all
+    monkeypatch.setattr(head, "image_context", lambda model, images: torch.zeros(len(images), 3, context.shape[-1]))
+    blind = mlm_image_probe(model, data, classes=("colour",))["colour"]
+    assert blind["true"] == blind["shuffled"] and blind["gap"] == 0.0
+
+
+def test_mlm_probe_names_what_a_model_without_a_language_head_lacks(tiny):
+    model, _ = tiny
+
+    class NoLanguage:
+        heads = {"sdm": object()}
+        method = "baseline"
+
+    with pytest.raises(ValueError, match="needs a masked-language head.*'baseline'"):
+        language_head(NoLanguage())
+    assert language_head(model) is model.heads["mlm"]

@@ -192,7 +192,7 @@ def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def cell_probes(trained, data, probes: Iterable[str], split: str = "test") -> tuple[dict, dict, list[str]]:
     """Test metrics and probe values of one trained zoo model: ``(metrics, per_query, notes)``."""
-    from tireid_lite.eval.head_probes import mim_caption_probe, mlm_image_probe
+    from tireid_lite.eval.head_probes import has_language_head, mim_caption_probe, mlm_image_probe
     from tireid_lite.eval.metrics import per_query_metrics
     from tireid_lite.eval.probes import (
         detection_from_record,
@@ -232,7 +232,7 @@ def cell_probes(trained, data, probes: Iterable[str], split: str = "test") -> tu
         metrics.update(rare_colour_R1=rare.r1_rare, other_colour_R1=rare.r1_other,
                        rare_colour_queries=float(rare.rare_queries))
     model = trained.model
-    if "mlm" in probes and "mlm" in model.heads:
+    if "mlm" in probes and has_language_head(model):
         for name, result in mlm_image_probe(model, data, split).items():
             for k in ("true", "shuffled", "gap", "low", "high"):
                 if k in result:

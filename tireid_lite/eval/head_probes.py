@@ -36,6 +36,7 @@ from tireid_lite.data.synth.materials import PART_CLASSES, PART_INDEX
 from tireid_lite.eval.colour_matching import COLOUR_WORDS
 from tireid_lite.eval.statistics import paired_difference
 from tireid_lite.losses.mim import random_patch_mask
+from tireid_lite.models.irra import MaskedLanguageHead
 
 GARMENT_WORDS = frozenset(w for w in (*TOPS, *BOTTOMS, *HATS, *BAGS, "shoes", "sneakers") if w != "none")
 WORD_CLASSES: dict[str, frozenset[str]] = {"colour": COLOUR_WORDS, "garment": GARMENT_WORDS}
@@ -50,6 +51,22 @@ def word_ids(tokenizer: Any, words: Iterable[str]) -> dict[int, str]:
         if len(ids) == 1 and ids[0] != getattr(tokenizer, "unk_id", None):
             out[int(ids[0])] = word
     return out
+
+
+def has_language_head(model: Any) -> bool:
+    """Whether ``model`` has a masked-language head :func:`mlm_image_probe` can read."""
+    return any(isinstance(head, MaskedLanguageHead) for head in model.heads.values())
+
+
+def language_head(model: Any) -> MaskedLanguageHead:
+    """The model's masked-language head (IRRA's ``mlm`` or KPDM's ``kpdm_mlm``), or one clear error."""
+    heads = [head for head in model.heads.values() if isinstance(head, MaskedLanguageHead)]
+    if not heads:
+        raise ValueError(
+            f"mlm_image_probe needs a masked-language head; model.method {getattr(model, 'method', '?')!r} has heads "
+            f"{list(model.heads)} (use irra, kpdm or bilma with model.mlm_loss_weight > 0)"
+        )
+    return heads[0]
 
 
 def _other_identity(pids: np.ndarray) -> np.ndarray:
@@ -90,14 +107,12 @@ def mlm_image_probe(
     The class ``any`` masks each ordinary word of the first ``max_captions``
     queries with probability ``rate`` (drawn from ``seed``) and adds ``prior``:
     the accuracy of always naming the commonest masked word.
-    Needs a model with IRRA's masked-language head (``model.heads["mlm"]``).
+    Needs a model with a masked-language head: IRRA's (``irra``, ``bilma``) or KPDM's, which reads the
+    class token and the patches its selector keeps (``kpdm``), each given the image as in training.
     """
     if not 0.0 < rate < 1.0:
         raise ValueError(f"rate={rate} must be in (0, 1), e.g. 0.15 as IRRA's masking")
-    if "mlm" not in model.heads:
-        raise ValueError(f"mlm_image_probe needs a masked-language head; model.method "
-                         f"{getattr(model, 'method', '?')!r} has heads {list(model.heads)} (use irra, kpdm or bilma)")
-    head, tok = model.heads["mlm"], model.tokenizer
+    head, tok = language_head(model), model.tokenizer
     was_training = model.training
     model.eval()
     queries, gallery = data.queries(split), data.gallery(split)
@@ -130,7 +145,7 @@ def mlm_image_probe(
                 masked = ids.masked_fill(where, tok.mask_token_id)
                 for key, source in (("true", rows), ("shuffled", other[start:start + batch_size])):
                     images = torch.stack([gallery[int(queries.image_ids[q])]["images"] for q in source])
-                    logits = head.logits(model, masked, model.encode_image_tokens(images))  # (B, L, V)
+                    logits = head.logits(model, masked, head.image_context(model, images))  # (B, L, V)
                     hits[key].append((logits.argmax(-1) == ids)[where].float().numpy())
             true, shuffled = (100 * np.concatenate(hits[k]) for k in ("true", "shuffled"))
             diff = paired_difference(shuffled, true, f"MLM {name} accuracy (true - shuffled image)")

@@ -117,6 +117,11 @@ class MaskedLanguageHead(Head):
         zero_from = used_length(mask) if isinstance(model.text_tower, TextTower) else None
         return self.cross(text_tokens, image_tokens, zero_from=zero_from)  # (B, L, D)
 
+    def image_context(self, model: Any, images: Tensor) -> Tensor:
+        """The image tokens (B, T, D) this head's masked captions query for ``images``, as in training:
+        all of them (1 + N). What a probe passes to :meth:`logits`."""
+        return model.encode_image_tokens(images)  # (B, 1+N, D)
+
     def logits(self, model: Any, mlm_ids: Tensor, image_tokens: Tensor) -> Tensor:
         """Vocabulary scores (B, L, V) for every position of the masked captions."""
         return self.predict(self.fused(model, mlm_ids, image_tokens)).float()  # (B, L, V)

@@ -258,6 +258,12 @@ class KPDMLanguageHead(MaskedLanguageHead):
         loss, accuracy = self.masked_losses(fused, labels, self.token_weights(labels, batch.get("pair_weights")))
         return {"mlm": loss, "mlm_acc": accuracy}
 
+    def image_context(self, model: Any, images: Tensor) -> Tensor:
+        """The class token and the kept patches (B, 1+K, D) of ``images``, selected as in training."""
+        out = model.image_tower(images, return_attention=self.selector.ratio < 1.0)
+        keep = self.selector.image(out.tokens, out.attentions)  # (B, K)
+        return gather_tokens(out.tokens, keep, with_cls=True)  # (B, 1+K, D)
+
     def prepare(self, model: Any, data: Any) -> None:
         """Parse the training captions' key phrases (cached) and count tokens for FMLM, once per run."""
         train_set = getattr(data, "train_set", None)
