@@ -7,7 +7,9 @@ course`` does (:func:`tireid_lite.course.run_course`, papermill, the default
 parameters) twice on one fresh ``TIREID_CACHE``: the first run builds every
 SynthPEDES draw, warm start and trained model it needs; the second finds them
 cached. Peak memory is the largest resident size of a notebook kernel (each
-kernel is a child process of this one). The load average at the start and the
+kernel is a child process of this one); ``peak_rss_raised_by`` names the
+notebooks whose kernel raised that peak as the course went, so the largest is
+the last one named. The load average at the start and the
 end is recorded: timings on a shared machine are upper bounds.
 
 ``--quick`` runs only ``00_welcome`` and ``01_data``. Run alone:
@@ -34,11 +36,29 @@ BUDGET_TEXT = (
 QUICK_NOTEBOOKS = ("00_welcome", "01_data")
 
 
-def _course(notebooks: list[Path], runs_dir: Path) -> tuple[float, dict[str, float]]:
+def _children_peak_mib() -> float:
+    """The largest resident size of any finished child process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def _course(notebooks: list[Path], runs_dir: Path, peaks: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """Run the course once; ``peaks`` gets, for each notebook whose kernel raised the children's peak
+    resident size, the new peak in MiB (a kernel ends with its notebook, so it is counted then)."""
     from tireid_lite.course import run_course
 
+    current = {"name": ""}
+
+    def echo(message: str, **_: object) -> None:
+        print(message, flush=True)
+        if message.startswith("running "):
+            current["name"] = message.split()[1].removesuffix(".ipynb")
+        elif current["name"]:
+            peak = _children_peak_mib()
+            if peak > max(peaks.values(), default=0.0):
+                peaks[current["name"]] = peak
+
     start = time.perf_counter()
-    _, runs = run_course(runs_dir, notebooks, echo=lambda *a, **k: print(*a, flush=True))
+    _, runs = run_course(runs_dir, notebooks, echo=echo)
     total = time.perf_counter() - start
     failed = [f"{run.name}: {run.error}" for run in runs if run.status != "ok"]
     if failed:
@@ -56,10 +76,11 @@ def main(quick: bool = False) -> dict:
         if quick:
             notebooks = [nb for nb in notebooks if nb.stem in QUICK_NOTEBOOKS]
         load_start = round(os.getloadavg()[0], 2)
-        cold_total, cold = _course(notebooks, Path(folder) / "cold")
-        warm_total, warm = _course(notebooks, Path(folder) / "warm")
+        peaks: dict[str, float] = {}
+        cold_total, cold = _course(notebooks, Path(folder) / "cold", peaks)
+        warm_total, warm = _course(notebooks, Path(folder) / "warm", peaks)
         load_end = round(os.getloadavg()[0], 2)
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
+    peak_mib = _children_peak_mib()
     figures: dict[str, float | int | str] = {
         "notebooks": len(notebooks),
         "load_avg_1min_start": load_start,
@@ -68,6 +89,8 @@ def main(quick: bool = False) -> dict:
         "warm_slowest_notebook": max(warm, key=warm.get),
         "warm_max_s": round(max(warm.values()), 1),
         "peak_kernel_rss_mib": round(peak_mib),
+        # the notebooks (cold run first) whose kernel raised the peak, with the peak they reached
+        "peak_rss_raised_by": ", ".join(f"{name[:2]} {round(mib):,}" for name, mib in peaks.items()) or "-",
     }
     for name in cold:
         figures[f"{name[:2]}_cold_s"] = round(cold[name], 1)

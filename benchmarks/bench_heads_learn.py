@@ -20,7 +20,8 @@ arm (500 identities, one pass: 62 steps) through the cpu profile's epoch (125
 steps) to longer runs, a faster cross-modal module (``train.module_lr``) and
 the cross-modal module and MLM head pretrained with the towers in the warm
 start (``model.warm_start_mlm``; that pretraining's own time is not counted in
-the run's training seconds; its masked-word steps are the warm start's 1,200).
+the run's training seconds; its masked-word steps are the warm start's 1,200),
+and BiLMa's MIM loss balanced over the part classes (``model.bilma.mim_class_balance``).
 Figures per run: optimiser steps, training seconds (the epochs only, from the
 run's ``metrics.json``; evaluation and the cached warm start excluded), the
 MLM colour accuracy with the true and a shuffled image and the gap's interval,
@@ -35,7 +36,8 @@ val every few hundred steps (:func:`head_only`).
 ``--quick`` trains two runs on 100 identities (6 steps each), probes a part of
 the test split and trains the head alone for 6 steps: a smoke run of the
 script, not a measurement.
-Run alone: ``python benchmarks/bench_heads_learn.py [--quick]``.
+Run alone: ``python benchmarks/bench_heads_learn.py [--quick]``; ``--only LABEL[,LABEL]`` trains and
+probes just those candidates and prints their records (for one new candidate without the whole run).
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ CANDIDATES = (
     Candidate("bilma_e4", "bilma", ("train.num_epochs=4",), "four cpu-profile epochs", ("mlm", "mim")),
     Candidate("bilma_e4_fast", "bilma", ("train.num_epochs=4", f"train.module_lr={FAST_HEADS}"),
               "four epochs, cross-modal module and heads at 3x their lr", ("mlm", "mim")),
+    Candidate("bilma_e4_balanced", "bilma", ("train.num_epochs=4", "model.bilma.mim_class_balance=1.0"),
+              "four epochs, the MIM loss balanced over part classes (model.bilma.mim_class_balance=1)",
+              ("mlm", "mim")),
 )
 # The MLM head alone trained on from a run's end, towers frozen, at a constant lr: how many more masked-word
 # steps the head needs before it reads the image (probed on val every `every` steps).
@@ -269,5 +274,20 @@ def main(quick: bool = False) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two 6-step runs on 100 identities, a smaller probe")
+    parser.add_argument("--only", default="", metavar="LABELS",
+                        help="comma-separated candidate labels: train and probe only these (no head-only run, no "
+                             "record for RESULTS.md), e.g. --only bilma_e4_balanced")
     args = parser.parse_args()
-    print(json.dumps(main(quick=args.quick), indent=2))
+    if args.only:
+        known = {c.label: c for c in CANDIDATES}
+        wanted = [label.strip() for label in args.only.split(",") if label.strip()]
+        unknown = [label for label in wanted if label not in known]
+        if unknown:
+            parser.error(f"--only: unknown candidate(s) {', '.join(unknown)}; use some of {', '.join(known)}")
+        os.environ.setdefault("TIREID_PROGRESS", "0")
+        for label in wanted:
+            record = probe_run(known[label], quick=False)
+            print(f"{label}: {_line(record)}", file=sys.stderr, flush=True)
+            print(json.dumps(record, indent=2))
+    else:
+        print(json.dumps(main(quick=args.quick), indent=2))

@@ -233,3 +233,44 @@ def test_per_class_accuracy_by_hand():
     assert accuracy[:3].tolist() == [1.0, 1.0, 0.5] and math.isnan(accuracy[3].item())
     with pytest.raises(ValueError, match="outside the 2 classes"):
         per_class_accuracy(logits, labels, mask, 2)
+
+
+def test_class_balanced_loss_is_the_mean_over_classes_of_each_class_mean():
+    gen = torch.Generator().manual_seed(0)
+    pred = torch.randn(2, 6, 5, generator=gen, dtype=torch.float64)
+    target = torch.tensor([[0, 0, 0, 1, 2, 2], [0, 0, 1, 4, 4, 4]])
+    mask = torch.tensor([[1, 1, 1, 1, 0, 1], [1, 0, 1, 1, 1, 0]], dtype=torch.bool)
+    ce = torch.nn.functional.cross_entropy(pred[mask], target[mask], reduction="none")  # (M,)
+    labels = target[mask]
+    per_class = [ce[labels == c].mean() for c in labels.unique()]
+    balanced = mim_loss(pred, target, mask, "semantic", class_balance=1.0)
+    assert balanced.item() == pytest.approx(torch.stack(per_class).mean().item(), rel=1e-12)
+    assert mim_loss(pred, target, mask, "semantic", class_balance=0.0).item() == pytest.approx(ce.mean().item())
+    half = mim_loss(pred, target, mask, "semantic", class_balance=0.5).item()
+    weights = torch.bincount(labels)[labels].double() ** -0.5
+    assert half == pytest.approx((weights * ce).sum().item() / weights.sum().item(), rel=1e-12)
+    # one class only: every weight is 1, whatever the balance
+    same = torch.zeros_like(target)
+    assert mim_loss(pred, same, mask, "semantic", class_balance=1.0).item() == pytest.approx(
+        mim_loss(pred, same, mask, "semantic").item(), rel=1e-12)
+
+
+@pytest.mark.parametrize(("balance", "kind"), [(-0.1, "semantic"), (1.5, "semantic"), (0.5, "rgb")])
+def test_class_balance_outside_its_range_or_target_is_refused(balance, kind):
+    pred = torch.zeros(1, 4, 3 if kind == "rgb" else len(PART_INDEX))
+    target = torch.zeros(1, 4, 3) if kind == "rgb" else torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="class_balance.*model.bilma.mim_class_balance"):
+        mim_loss(pred, target, torch.ones(1, 4, dtype=torch.bool), kind, class_balance=balance)
+
+
+def test_class_balance_is_a_validated_config_key_that_keeps_cache_keys():
+    from tireid_lite.config import apply_overrides, get_profile, identity_dict, validate
+    from tireid_lite.errors import ConfigError
+
+    cfg = apply_overrides(get_profile("cpu"), ["model.method=bilma"])
+    assert "mim_class_balance" not in identity_dict(cfg)["model"]["bilma"]  # earlier runs keep their cache keys
+    on = apply_overrides(get_profile("cpu"), ["model.method=bilma", "model.bilma.mim_class_balance=1.0"])
+    assert identity_dict(on)["model"]["bilma"]["mim_class_balance"] == 1.0
+    for bad in (["model.bilma.mim_class_balance=2"], ["model.bilma.mim_class_balance=0.5", "model.bilma.mim_target=rgb"]):
+        with pytest.raises(ConfigError, match="model.bilma.mim_class_balance"):
+            validate(apply_overrides(get_profile("cpu"), ["model.method=bilma", *bad]))

@@ -96,6 +96,9 @@ class BiLMaConfig:
     mim_ratio: float = 0.15  # share of image patches masked for MIM
     mim_loss_weight: float = 1.0  # beta in L = L_sdm + L_id + alpha L_mlm + beta L_mim
     mim_target: str = "semantic"  # semantic (part class, SemMIM) | rgb (patch-mean colour) | pixels
+    # experimental, not BiLMa's: weigh each masked patch by (its class's count in the batch) ** -b, so
+    # small parts count as much as the torso (0 = plain cross-entropy; 1 = every class the same total)
+    mim_class_balance: float = 0.0
 
 
 @dataclass
@@ -389,6 +392,9 @@ def validate(cfg: Config) -> Config:
         ("model.bilma.mim_ratio", 0.0 < bilma.mim_ratio <= 1.0, "a number in (0, 1]"),
         ("model.bilma.mim_loss_weight", bilma.mim_loss_weight >= 0, "0 or more"),
         ("model.bilma.mim_target", bilma.mim_target in ("semantic", "rgb", "pixels"), "semantic, rgb or pixels"),
+        ("model.bilma.mim_class_balance", 0.0 <= bilma.mim_class_balance <= 1.0
+         and (bilma.mim_class_balance == 0 or bilma.mim_target == "semantic"),
+         "0, or a number in (0, 1] with model.bilma.mim_target=semantic"),
         ("model.cada.global_loss", cada.global_loss in ("cada", "sdm"), "cada or sdm"),
         ("model.cada.itm_weight", cada.itm_weight >= 0, "0 (ATP off) or more"),
         ("model.cada.local_groups", cada.local_groups >= 1, "at least 1"),
@@ -487,6 +493,7 @@ NEUTRAL_KEYS: dict[str, Any] = {
     "data.text_aug": 0.0,
     "train.compile": False,
     "model.warm_start_mlm": False,
+    "model.bilma.mim_class_balance": 0.0,
     **DEFAULT_WHEN_ABSENT,  # SynthPEDES's detail knobs
 }
 

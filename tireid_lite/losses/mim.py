@@ -21,7 +21,7 @@ from torch import Tensor
 from tireid_lite.data.mim_targets import MIM_TARGETS
 
 
-def mim_loss(pred: Tensor, target: Tensor, patch_mask: Tensor, kind: str) -> Tensor:
+def mim_loss(pred: Tensor, target: Tensor, patch_mask: Tensor, kind: str, *, class_balance: float = 0.0) -> Tensor:
     r"""The MIM loss over the masked patches only.
 
     ``patch_mask`` (B, N) bool marks the masked patches, M their set. For
@@ -34,6 +34,11 @@ def mim_loss(pred: Tensor, target: Tensor, patch_mask: Tensor, kind: str) -> Ten
 
         L_mim = (1/|M|) sum_{m in M} (1/D) ||pred_m - target_m||^2
 
+    ``class_balance`` b > 0 (``"semantic"`` only; the kit's experiment, not BiLMa's) weighs each masked
+    patch by n_c ** -b, n_c the number of masked patches of its class in the batch, normalised to
+    mean 1 over M: b = 1 gives every class present the same total weight, so small parts (hat, shoes,
+    bag) are not drowned by the torso and the background; b = 0 is the plain mean above.
+
     Unmasked patches never contribute, whatever their prediction. When no
     patch is masked the loss is a zero that stays connected to ``pred``, so
     ``backward()`` works and gives zero gradients (as :func:`~tireid_lite.losses.mlm.mlm_loss`). BiLMa
@@ -42,6 +47,11 @@ def mim_loss(pred: Tensor, target: Tensor, patch_mask: Tensor, kind: str) -> Ten
     """
     if kind not in MIM_TARGETS:
         raise ValueError(f"unknown MIM target {kind!r}; use one of {', '.join(MIM_TARGETS)}")
+    if not 0.0 <= class_balance <= 1.0 or (class_balance and kind != "semantic"):
+        raise ValueError(
+            f"class_balance={class_balance!r} is invalid for the {kind!r} target; use 0 (plain), or a value in "
+            "(0, 1] with the 'semantic' target (model.bilma.mim_class_balance)"
+        )
     if pred.dim() != 3 or patch_mask.shape != pred.shape[:2] or patch_mask.dtype != torch.bool:
         raise ValueError(
             f"pred must be (B, N, C) and patch_mask a bool (B, N) for the same B and N, got pred "
@@ -62,7 +72,12 @@ def mim_loss(pred: Tensor, target: Tensor, patch_mask: Tensor, kind: str) -> Ten
                 f"masked patch labels range from {int(labels.min())} to {int(labels.max())} but pred has "
                 f"{num_classes} classes; size the MIM head to len(PART_CLASSES)"
             )
-        return F.cross_entropy(pred[patch_mask], labels.long())  # (M, C) -> mean over M
+        if class_balance == 0:
+            return F.cross_entropy(pred[patch_mask], labels.long())  # (M, C) -> mean over M
+        counts = torch.bincount(labels.long(), minlength=num_classes).to(pred.dtype)  # (C,)
+        weights = counts[labels.long()].pow(-float(class_balance))  # (M,)
+        weights = weights * (labels.numel() / weights.sum())  # mean 1 over M
+        return (weights * F.cross_entropy(pred[patch_mask], labels.long(), reduction="none")).mean()
     if target.shape != pred.shape:
         raise ValueError(
             f"the {kind!r} target must have the shape of pred {tuple(pred.shape)}, got {tuple(target.shape)}"

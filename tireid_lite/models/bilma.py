@@ -70,11 +70,13 @@ class MaskedImageHead(Head):
         patch_size: int,
         cross: CrossModalEncoder | None = None,
         weight: float = 1.0,
+        class_balance: float = 0.0,
     ) -> None:
         super().__init__()
         self.loss_weights = {"mim": float(weight)}
         self.target = target
         self.ratio = float(ratio)
+        self.class_balance = float(class_balance)  # see mim_loss (the kit's experiment; 0 = BiLMa's loss)
         self.patch_size = int(patch_size)
         self._shared = cross is not None
         self.own_cross = None if self._shared else CrossModalEncoder(dim, heads, depth)
@@ -87,7 +89,8 @@ class MaskedImageHead(Head):
         if b.mim_loss_weight <= 0:
             return None
         return cls(ctx.dim, m.cross_heads, m.cross_depth, target=b.mim_target, ratio=b.mim_ratio,
-                   patch_size=ctx.patch_size, cross=ctx.shared.get(SHARED_CROSS), weight=b.mim_loss_weight)
+                   patch_size=ctx.patch_size, cross=ctx.shared.get(SHARED_CROSS), weight=b.mim_loss_weight,
+                   class_balance=b.mim_class_balance)
 
     @classmethod
     def needs(cls, cfg: Config) -> frozenset[str]:
@@ -125,7 +128,7 @@ class MaskedImageHead(Head):
         patch_mask = random_patch_mask(images.shape[0], num_patches, self.ratio, device=images.device)  # (B, N)
         target = mim_targets(images, batch.get("part_map"), self.patch_size, self.target)
         pred = self.predictions(model, images, patch_mask, batch["caption_ids"], enc.text_tokens)
-        out = {"mim": mim_loss(pred, target, patch_mask, self.target)}
+        out = {"mim": mim_loss(pred, target, patch_mask, self.target, class_balance=self.class_balance)}
         if self.target == "semantic":
             with torch.no_grad():
                 out["mim_acc"] = (pred.argmax(-1) == target)[patch_mask].float().mean()

@@ -185,7 +185,8 @@ class AssociationHead(Head):
 
         The candidate images are encoded once each (the union over queries),
         the queries' captions once each; the decoder then runs on the Q k
-        pairs in chunks, each chunk's padding trimmed to its longest caption.
+        pairs in chunks, each chunk's tokens gathered when it runs and its
+        padding trimmed to its longest caption.
         """
         candidates = inputs.candidates  # (Q, k)
         unique, where = torch.unique(candidates, return_inverse=True)  # (U,), (Q, k)
@@ -198,7 +199,12 @@ class AssociationHead(Head):
         k = candidates.shape[1]
         pair_query = order.repeat_interleave(k)  # (Q k,)
         pair_image = where[order].reshape(-1)  # (Q k,)
-        flat = self.pair_scores(model, text_tokens[pair_query], mask[pair_query], image_tokens[pair_image])
+        chunk = self.rerank_chunk  # each chunk's pairs gathered on their own: Q k copies of the tokens never exist
+        flat = torch.cat([
+            self.pair_scores(model, text_tokens[pair_query[start:start + chunk]], mask[pair_query[start:start + chunk]],
+                             image_tokens[pair_image[start:start + chunk]])
+            for start in range(0, len(pair_query), chunk)
+        ])  # (Q k,)
         scores = torch.empty_like(inputs.scores, dtype=torch.float32)
         scores[order] = flat.reshape(-1, k)
         return scores + inputs.scores.float()
