@@ -304,7 +304,7 @@ print("A = IRRA (same budget), B = KPDM (phrase):", kpdm_vs_irra.verdict)
 # Phrase masking is meant to force the head to look at the person: a masked "red coat" cannot be
 # recovered from the words around it. R@1 measures this only at the end of a long chain, so we ask
 # the head directly with the probe of notebook 02 (`mlm_image_probe`), which serves KPDM's head too:
-# every colour (then garment) word of 400 test captions is masked and predicted once with the
+# every colour word of 400 test captions is masked and predicted once with the
 # caption's own image and once with another person's, each through the patches KPDM's selector
 # keeps. If the head reads the image, it names more words with the true image; the difference
 # (true - shuffled) has a 95% bootstrap interval over the masked words. The row "any" masks 15% of
@@ -314,7 +314,7 @@ print("A = IRRA (same budget), B = KPDM (phrase):", kpdm_vs_irra.verdict)
 probe_rows = []
 for arm in ARMS:
     for s in seeds:
-        result = mlm_image_probe(models[arm, s].model, data, "test", classes=("colour", "garment", "any"), seed=s)
+        result = mlm_image_probe(models[arm, s].model, data, "test", classes=("colour", "any"), seed=s)
         probe_rows += [{"arm": arm, "seed": s, "words": name, **row} for name, row in result.items()]
 mlm_probe = pd.DataFrame(probe_rows)
 print(mlm_probe[["arm", "seed", "words", "true", "shuffled", "gap", "low", "high", "prior"]]
@@ -418,8 +418,8 @@ for arm in ARMS:
 # - The training comparison runs both strategies inside KPDM, with the baseline and IRRA trained
 #   at the same budget beside them; the recap above states, from the paired differences, what this
 #   budget shows.
-# - The mechanism is also measured where it acts: the masked-language head predicts colour and
-#   garment words with the true and with a shuffled image, through the patches KPDM keeps.
+# - The mechanism is also measured where it acts: the masked-language head predicts colour
+#   words with the true and with a shuffled image, through the patches KPDM keeps.
 #
 # ## Exercises
 #
