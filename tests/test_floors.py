@@ -164,3 +164,66 @@ def test_a_similarity_that_ignores_the_caption_fails_the_notebook_02_partner_flo
         probe = partner_probe(sim, q_pids, g_pids, captions, pairs)
         values = {"partner_share_hard_negative": 100 * probe.share, "partner_chance": 100 * probe.chance}
         assert (check_floors(values, floors) == []) == passes, values
+
+
+def test_a_mim_head_that_names_only_where_parts_usually_are_fails_the_notebook_06_prior_floor(tiny, monkeypatch):
+    model, data = tiny
+    head = model.heads["mim"]
+    floors = _floors("06_bilma_semantic_mim", "mim_beats_the_prior")
+    gallery = data.gallery("test")
+    targets = head_probes._targets(data, "test", range(len(gallery)), head.patch_size)  # (G, N)
+    by_image = {gallery[i]["images"].numpy().tobytes(): targets[i] for i in range(len(gallery))}
+    prior = head_probes.position_prior(data, "val", head.patch_size)  # (N,)
+
+    def metrics(out):
+        return {"mim_balanced_small_with_caption": out["small_with_caption"],
+                "mim_balanced_small_prior": out["small_prior"]}
+
+    def names_the_parts(model_, images, patch_mask, captions, text_tokens=None):
+        true = torch.stack([by_image[image.numpy().tobytes()] for image in images])  # (B, N)
+        return torch.nn.functional.one_hot(true, len(PART_CLASSES)).float()
+
+    monkeypatch.setattr(head, "predictions", names_the_parts)
+    reads = mim_caption_probe(model, data)
+    assert reads["small_patches"] > 0 and check_floors(metrics(reads), floors) == []
+
+    def names_the_prior(model_, images, patch_mask, captions, text_tokens=None):
+        return torch.nn.functional.one_hot(prior.expand(len(images), -1), len(PART_CLASSES)).float()
+
+    monkeypatch.setattr(head, "predictions", names_the_prior)
+    blind = mim_caption_probe(model, data)
+    assert blind["small_with_caption"] == blind["small_prior"]
+    failed = check_floors(metrics(blind), floors)
+    assert len(failed) == 1 and failed[0].startswith("floor mim_beats_the_prior:")
+
+
+def test_a_kpdm_head_cut_off_from_the_image_fails_the_notebook_03_floor(tmp_path, monkeypatch):
+    from tests.conftest import TINY_BILMA
+    from tests.test_probes import _oracle_logits
+
+    from tireid_lite.config import apply_overrides, get_profile
+    from tireid_lite.data.build import build_data
+    from tireid_lite.models import build_model
+
+    monkeypatch.setenv("TIREID_CACHE", str(tmp_path))
+    monkeypatch.setenv("TIREID_PROGRESS", "0")
+    overrides = [o for o in TINY_BILMA if not o.startswith(("model.method", "model.bilma"))]
+    cfg = apply_overrides(get_profile("cpu"), [*overrides, "model.method=kpdm", "model.kpdm.mask_strategy=random",
+                                               "model.kpdm.fmlm_alpha=0", "model.kpdm.importance_layers=1"])
+    data = build_data(cfg, train=False)
+    model = build_model(cfg, data.tokenizer, data.num_classes).eval()
+    head = model.heads["kpdm_mlm"]
+    floors = _floors("03_kpdm_key_phrase_masking", "kpdm_mlm_reads_the_image")
+    vocab = head.predict(torch.zeros(1, 1, 32)).shape[-1]
+
+    def metrics(out):
+        return {"mlm_colour_true_phrase": out["colour"]["true"], "mlm_colour_shuffled_phrase": out["colour"]["shuffled"]}
+
+    monkeypatch.setattr(head, "image_context", lambda model_, images: images)  # the oracle reads the image itself
+    monkeypatch.setattr(head, "logits", _oracle_logits(data, vocab))
+    assert check_floors(metrics(mlm_image_probe(model, data, classes=("colour",))), floors) == []
+    monkeypatch.setattr(head, "image_context", lambda model_, images: torch.zeros_like(images))  # the image cut off
+    blind = mlm_image_probe(model, data, classes=("colour",))
+    assert blind["colour"]["gap"] == 0.0
+    failed = check_floors(metrics(blind), floors)
+    assert len(failed) == 1 and failed[0].startswith("floor kpdm_mlm_reads_the_image:")
