@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 ## Run every notebook on SynthPEDES into runs/<timestamp>/ and write index.html there.
 course: setup
-	$(BIN)/tireid course --runs-dir runs
+	$(BIN)/tireid course --runs-dir runs --jobs 2
 
 ## The whole test suite: the import layers (lint-imports), unit tests, notebook regression (papermill),
 ## nbval, pair sync.

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import html
 import json
 import os
+import subprocess
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -239,14 +244,52 @@ tr.failed td, p.error {{ color: #b00; font-weight: bold; }}
     return target
 
 
+def prepare_shared_cache(profile: str) -> None:
+    """Build the dataset and warm start every notebook of ``profile`` needs, in a process of its own that
+    has all the cores (:func:`tireid_lite.zoo.prepare_shared`); one clear error when it fails."""
+    command = [sys.executable, "-c", "import sys; from tireid_lite.zoo import prepare_shared; "
+               "print(*prepare_shared(sys.argv[1]), sep='\\n')", profile]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise TIReIDError(
+            f"preparing the shared cache for profile {profile!r} failed (exit {done.returncode}); rerun with "
+            f"--jobs 1 to see the error inside the first notebook that needs it:\n{tail}"
+        )
+
+
+@contextlib.contextmanager
+def _threads_per_kernel(jobs: int):
+    """``OMP_NUM_THREADS`` for the kernels started inside the block: the cores shared among ``jobs`` notebooks
+    (unless the user set it); restored afterwards."""
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
 def run_course(
     runs_dir: str | os.PathLike = "runs",
     notebooks: list[Path] | None = None,
     parameters: Mapping[str, Any] | None = None,
     *,
     echo=print,
+    jobs: int = 1,
 ) -> tuple[Path, list[NotebookRun]]:
-    """Execute ``notebooks`` (default: all, in order) into ``runs_dir/<timestamp>/``."""
+    """Execute ``notebooks`` (default: all, in order) into ``runs_dir/<timestamp>/``.
+
+    ``jobs > 1`` first builds the shared dataset and warm start (:func:`prepare_shared_cache`), then runs
+    up to ``jobs`` notebooks at once, in order as kernels free up, each kernel with the cores divided among
+    them (``OMP_NUM_THREADS``). Models two notebooks both need are trained once (the model cache's locks).
+    On 2 cores two one-thread kernels do about 1.5 times the work of one two-thread kernel: the cpu
+    profile's small operators leave a second thread idle much of the time. A model trained on one thread
+    differs from one trained on two at float rounding (R@1 alike), as between two machines."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise TIReIDError(f"jobs={jobs!r} is invalid; use 1 (one notebook at a time) or more")
     notebooks = list(notebooks) if notebooks is not None else list_notebooks()
     if not notebooks:
         raise TIReIDError("no notebooks to run: the folder has no NN_slug.ipynb files")
@@ -262,15 +305,38 @@ def run_course(
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(runs_dir).resolve() / stamp
     folder.mkdir(parents=True, exist_ok=False)
-    runs = []
-    for nb in notebooks:
-        nb_params = {k: v for k, v in params.items() if k in known[nb]}
+    title = f"tireid-lite course run {stamp}"
+    if jobs == 1 or len(notebooks) == 1:
+        runs = []
+        for nb in notebooks:
+            nb_params = {k: v for k, v in params.items() if k in known[nb]}
+            echo(f"running {nb.name} ...", flush=True)
+            run = run_notebook(nb, folder, nb_params)
+            echo(f"  {run.status} in {run.seconds:.1f} s" + (f": {run.error}" if run.error else ""), flush=True)
+            runs.append(run)
+            write_index(runs, folder, title)
+        return write_index(runs, folder, title), runs
+    profile = str(params.get("profile") or os.environ.get("TIREID_PROFILE") or "cpu")
+    echo(f"preparing the shared dataset and warm start (profile {profile}) ...", flush=True)
+    start = time.perf_counter()
+    prepare_shared_cache(profile)
+    echo(f"  ok in {time.perf_counter() - start:.1f} s; now {jobs} notebooks at a time", flush=True)
+    finished: dict[Path, NotebookRun] = {}
+    lock = threading.Lock()
+
+    def one(nb: Path) -> NotebookRun:
         echo(f"running {nb.name} ...", flush=True)
-        run = run_notebook(nb, folder, nb_params)
-        echo(f"  {run.status} in {run.seconds:.1f} s" + (f": {run.error}" if run.error else ""), flush=True)
-        runs.append(run)
-        write_index(runs, folder, f"tireid-lite course run {stamp}")
-    return write_index(runs, folder, f"tireid-lite course run {stamp}"), runs
+        run = run_notebook(nb, folder, {k: v for k, v in params.items() if k in known[nb]})
+        with lock:
+            finished[nb] = run
+            echo(f"  {nb.stem}: {run.status} in {run.seconds:.1f} s" + (f": {run.error}" if run.error else ""),
+                 flush=True)
+            write_index([finished[p] for p in notebooks if p in finished], folder, title)
+        return run
+
+    with _threads_per_kernel(jobs), ThreadPoolExecutor(max_workers=jobs) as pool:
+        runs = list(pool.map(one, notebooks))  # in the notebooks' order, whatever order they finish in
+    return write_index(runs, folder, title), runs
 
 
 def execute_in_place(path: str | os.PathLike, *, kernel: str = KERNEL, timeout: int = 1800) -> None:
@@ -316,6 +382,9 @@ def configure(parser) -> None:
     parser.add_argument("--profile", choices=("cpu", "gpu"), help="profile passed to every notebook")
     parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE", help="extra notebook parameters")
     parser.add_argument("--inplace", action="store_true", help="re-execute the notebooks in place (refresh committed outputs)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="run up to N notebooks at once, the cores shared among them, after building the shared "
+                             "dataset and warm start once (default 1; make course uses 2)")
 
 
 def run(args) -> int:
@@ -333,7 +402,7 @@ def run(args) -> int:
     params = _parse_set(args.set)
     if args.profile:
         params["profile"] = args.profile
-    index, runs = run_course(args.runs_dir, notebooks, params)
+    index, runs = run_course(args.runs_dir, notebooks, params, jobs=args.jobs)
     failed = [r.name for r in runs if r.status != "ok"]
     print(f"summary: {index}")
     if failed:

@@ -185,3 +185,20 @@ def _get_or_train(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return _load(key, folder, trained_now=True, device=device)
+
+
+def prepare_shared(profile: str = "cpu") -> list[str]:
+    """Build, once, what every run of ``profile`` starts from: the dataset (the SynthPEDES draw, generated
+    when missing) and, with ``model.warm_start=attributes``, the pretrained towers. ``tireid course --jobs N``
+    calls it before it runs notebooks side by side, so that none of them waits on another for these.
+    Returns what was found or built, one line each."""
+    from tireid_lite.data.build import build_data
+    from tireid_lite.train.warm_start import ensure_warm_start, warm_start_path
+
+    cfg = zoo_config("baseline", profile, 0)
+    data = build_data(cfg, train=False)  # reads the dataset; SynthPEDES is generated here when missing
+    done = [f"dataset {cfg.data.dataset}: {len(data.dataset.split('train')):,} training images"]
+    if cfg.model.warm_start == "attributes":
+        ensure_warm_start(cfg, data.tokenizer)
+        done.append(f"warm start: {warm_start_path(cfg, data.tokenizer).name}")
+    return done
