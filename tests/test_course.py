@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -184,3 +185,47 @@ def test_the_kernels_tcp_warning_stays_out_of_the_course_log_and_errors_stay_in(
     assert "without encryption" not in captured.err + captured.out
     outputs = [o for cell in nbformat.read(good.executed, as_version=4).cells for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("name") == "stderr"]
+
+
+TIMED = """
+import os, time
+from tireid_lite.notebook import resolve_output_dir, save_metrics
+out = resolve_output_dir(output_dir, "timed")
+start = time.time()
+time.sleep(2)
+save_metrics(out, {"start": start, "end": time.time(), "threads": os.environ.get("OMP_NUM_THREADS", "unset")})
+"""
+
+
+def test_jobs_run_notebooks_side_by_side_after_the_shared_cache_is_built(tmp_path, monkeypatch):
+    from tireid_lite import course
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in ("00_a", "01_b", "02_c"):
+        _write_notebook(folder / f"{name}.ipynb", TIMED)
+    _write_notebook(folder / "03_bad.ipynb", BAD)
+    prepared = []
+    monkeypatch.setattr(course, "prepare_shared_cache", lambda profile: prepared.append(profile))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("TIREID_PROFILE", raising=False)
+    lines = []
+    _, runs = run_course(tmp_path / "runs", sorted(folder.glob("*.ipynb")), jobs=2,
+                         echo=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert prepared == ["cpu"]
+    assert [r.name for r in runs] == ["00_a", "01_b", "02_c", "03_bad"]  # the notebooks' order, whatever finished first
+    assert [r.status for r in runs] == ["ok", "ok", "ok", "failed"]
+    first, second = runs[0].metrics, runs[1].metrics
+    assert second["start"] < first["end"] and first["start"] < second["end"]  # the two ran at the same time
+    assert {r.metrics["threads"] for r in runs[:3]} == {str(max(1, (os.cpu_count() or 1) // 2))}
+    assert "OMP_NUM_THREADS" not in os.environ  # given back after the course
+    assert any(line.strip().startswith("03_bad: failed") for line in lines)
+
+
+def test_jobs_must_be_a_positive_count_and_a_failed_preparation_is_one_clear_error(course_dir, tmp_path):
+    from tireid_lite.course import prepare_shared_cache
+
+    with pytest.raises(TIReIDError, match="jobs=0 is invalid"):
+        run_course(tmp_path / "runs", sorted(course_dir.glob("*.ipynb")), jobs=0)
+    with pytest.raises(TIReIDError, match=r"(?s)preparing the shared cache for profile .nosuch. failed.*unknown profile"):
+        prepare_shared_cache("nosuch")
