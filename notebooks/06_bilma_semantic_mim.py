@@ -276,7 +276,8 @@ print(f"balanced loss, all masked patches: with caption {balanced_probe['with_ca
       f"{balanced_probe['without_caption']:.1f}%, prior {balanced_probe['prior']:.1f}%; with - without "
       f"{balanced_probe['caption_gain']:+.2f} [{balanced_probe['caption_gain_low']:+.2f}, "
       f"{balanced_probe['caption_gain_high']:+.2f}]: {gain}")
-print(f"test R@1: plain {bilma.test_metrics['R1']:.2f}, balanced {balanced.test_metrics['R1']:.2f} (one seed each)")
+balanced_vs_plain = compare_arms({("plain", seed): bilma, ("balanced", seed): balanced}, data, "plain", "balanced")
+print(f"test R@1, A = plain MIM loss, B = balanced (seed {seed}): {balanced_vs_plain.verdict}")
 
 # %% [markdown]
 # Read it as printed. The balance trades the prior's easy patches (its overall accuracy falls below

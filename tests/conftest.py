@@ -41,3 +41,19 @@ def tiny(tmp_path_factory):
     model = build_model(cfg, data.tokenizer, data.num_classes).eval()
     yield model, data
     mp.undo()
+
+
+@pytest.fixture
+def tiny_kpdm(tmp_path, monkeypatch):
+    """An untrained KPDM model (random masking, no FMLM, half the patches kept) in eval mode and its data,
+    built like :data:`TINY_BILMA` in a temporary cache."""
+    monkeypatch.setenv("TIREID_CACHE", str(tmp_path))
+    monkeypatch.setenv("TIREID_PROGRESS", "0")
+    overrides = [o for o in TINY_BILMA if not o.startswith(("model.method", "model.bilma"))]
+    cfg = apply_overrides(get_profile("cpu"), [*overrides, "model.method=kpdm", "model.kpdm.mask_strategy=random",
+                                               "model.kpdm.fmlm_alpha=0", "model.kpdm.select_ratio=0.5",
+                                               "model.kpdm.importance_layers=1"])
+    data = build_data(cfg, train=False)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.tokenizer, data.num_classes).eval()
+    return model, data

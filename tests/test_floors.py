@@ -197,21 +197,10 @@ def test_a_mim_head_that_names_only_where_parts_usually_are_fails_the_notebook_0
     assert len(failed) == 1 and failed[0].startswith("floor mim_beats_the_prior:")
 
 
-def test_a_kpdm_head_cut_off_from_the_image_fails_the_notebook_03_floor(tmp_path, monkeypatch):
-    from tests.conftest import TINY_BILMA
+def test_a_kpdm_head_cut_off_from_the_image_fails_the_notebook_03_floor(tiny_kpdm, monkeypatch):
     from tests.test_probes import _oracle_logits
 
-    from tireid_lite.config import apply_overrides, get_profile
-    from tireid_lite.data.build import build_data
-    from tireid_lite.models import build_model
-
-    monkeypatch.setenv("TIREID_CACHE", str(tmp_path))
-    monkeypatch.setenv("TIREID_PROGRESS", "0")
-    overrides = [o for o in TINY_BILMA if not o.startswith(("model.method", "model.bilma"))]
-    cfg = apply_overrides(get_profile("cpu"), [*overrides, "model.method=kpdm", "model.kpdm.mask_strategy=random",
-                                               "model.kpdm.fmlm_alpha=0", "model.kpdm.importance_layers=1"])
-    data = build_data(cfg, train=False)
-    model = build_model(cfg, data.tokenizer, data.num_classes).eval()
+    model, data = tiny_kpdm
     head = model.heads["kpdm_mlm"]
     floors = _floors("03_kpdm_key_phrase_masking", "kpdm_mlm_reads_the_image")
     vocab = head.predict(torch.zeros(1, 1, 32)).shape[-1]

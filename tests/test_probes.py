@@ -195,22 +195,8 @@ def test_mim_probe_prior_and_caption_gain(tiny, monkeypatch):
     assert check_floors(metrics, floor) and "below the floor" in check_floors(metrics, floor)[0]
 
 
-def test_mlm_probe_reads_kpdm_heads_through_the_patches_they_keep(tmp_path, monkeypatch):
-    from tests.conftest import TINY_BILMA
-
-    from tireid_lite.config import apply_overrides, get_profile
-    from tireid_lite.data.build import build_data
-    from tireid_lite.models import build_model
-
-    monkeypatch.setenv("TIREID_CACHE", str(tmp_path))
-    monkeypatch.setenv("TIREID_PROGRESS", "0")
-    overrides = [o for o in TINY_BILMA if not o.startswith(("model.method", "model.bilma"))]
-    cfg = apply_overrides(get_profile("cpu"), [*overrides, "model.method=kpdm", "model.kpdm.mask_strategy=random",
-                                               "model.kpdm.fmlm_alpha=0", "model.kpdm.select_ratio=0.5",
-                                               "model.kpdm.importance_layers=1"])
-    data = build_data(cfg, train=False)
-    torch.manual_seed(0)
-    model = build_model(cfg, data.tokenizer, data.num_classes).eval()
+def test_mlm_probe_reads_kpdm_heads_through_the_patches_they_keep(tiny_kpdm, monkeypatch):
+    model, data = tiny_kpdm
     head = language_head(model)
     assert head is model.heads["kpdm_mlm"]
     images = torch.stack([data.gallery("test")[i]["images"] for i in range(3)])
