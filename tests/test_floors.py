@@ -216,3 +216,28 @@ def test_a_kpdm_head_cut_off_from_the_image_fails_the_notebook_03_floor(tiny_kpd
     assert blind["colour"]["gap"] == 0.0
     failed = check_floors(metrics(blind), floors)
     assert len(failed) == 1 and failed[0].startswith("floor kpdm_mlm_reads_the_image:")
+
+
+def test_irra_heads_cut_off_from_the_image_fail_the_notebook_02_seeds_floor(tiny, monkeypatch):
+    from tests.test_probes import _oracle_logits
+
+    model, data = tiny
+    head = model.heads["mlm"]
+    floors = _floors("02_baseline_irra", "mlm_reads_colours_over_seeds")
+    vocab = head.predict(torch.zeros(1, 1, 32)).shape[-1]
+
+    def seeds_metrics(probes):
+        # as notebook 02 writes them: each seed's accuracy on every test colour word, averaged over the seeds
+        return {f"mlm_colour_{k}_seeds": float(np.mean([p["colour"][k] for p in probes])) for k in ("true", "shuffled")}
+
+    def probe():
+        return mlm_image_probe(model, data, classes=("colour",), max_captions=None, keep_hits=True)
+
+    monkeypatch.setattr(head, "logits", _oracle_logits(data, vocab))
+    monkeypatch.setattr(model, "encode_image_tokens", lambda images: images)  # the oracle reads the image itself
+    reads = probe()
+    monkeypatch.setattr(model, "encode_image_tokens", lambda images: torch.zeros_like(images))  # the image cut off
+    blind = probe()
+    assert check_floors(seeds_metrics([reads, blind]), floors) == []  # one seed reading is enough for the mean
+    failed = check_floors(seeds_metrics([blind, blind]), floors)
+    assert len(failed) == 1 and failed[0].startswith("floor mlm_reads_colours_over_seeds:")

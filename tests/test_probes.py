@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from tireid_lite.eval.colour_matching import COLOUR_WORDS
 from tireid_lite.eval.floors import FLOORS, check_floors
 from tireid_lite.eval.head_probes import (
     mim_caption_probe,
     language_head,
     mlm_image_probe,
+    pooled_gap,
     position_prior,
     word_ids,
 )
@@ -163,6 +165,28 @@ def test_mlm_probe_separates_a_head_that_reads_the_image_from_one_that_does_not(
     assert check_floors({"mlm_colour_true": reads["true"], "mlm_colour_shuffled": reads["shuffled"]}, floor) == []
     failed = check_floors({"mlm_colour_true": blind["true"], "mlm_colour_shuffled": blind["shuffled"]}, floor)
     assert len(failed) == 1 and "below the floor +5.00" in failed[0]
+
+
+def test_pooled_gap_averages_seeds_word_by_word_and_refuses_different_words(tiny, monkeypatch):
+    model, data = tiny
+    head = model.heads["mlm"]
+    vocab = head.predict(torch.zeros(1, 1, 32)).shape[-1]
+    monkeypatch.setattr(model, "encode_image_tokens", lambda images: images)
+    monkeypatch.setattr(head, "logits", _oracle_logits(data, vocab))
+    reads = mlm_image_probe(model, data, classes=("colour",), max_captions=None, keep_hits=True)
+    colour_ids = torch.tensor(sorted(word_ids(model.tokenizer, COLOUR_WORDS)))
+    assert reads["colour"]["captions"] == int(torch.isin(data.queries("test").caption_ids, colour_ids).any(1).sum())
+    monkeypatch.setattr(model, "encode_image_tokens", lambda images: torch.zeros(len(images), 5, 32))
+    blind = mlm_image_probe(model, data, classes=("colour",), max_captions=None, keep_hits=True)
+    pooled = pooled_gap([reads, blind])  # one seed reads the image (gap 100), the other is cut off (gap 0)
+    assert pooled.diff == pytest.approx(50.0) and pooled.seed_diffs == (100.0, 0.0) and pooled.excludes_zero
+    assert pooled.queries == reads["colour"]["words"]
+    assert not pooled_gap([blind, blind]).excludes_zero
+    fewer = mlm_image_probe(model, data, classes=("colour",), max_captions=reads["colour"]["captions"] - 1, keep_hits=True)
+    with pytest.raises(ValueError, match="different 'colour' words"):
+        pooled_gap([reads, fewer])
+    with pytest.raises(ValueError, match="keep_hits=True"):
+        pooled_gap([mlm_image_probe(model, data, classes=("colour",))])
 
 
 def test_mim_probe_prior_and_caption_gain(tiny, monkeypatch):

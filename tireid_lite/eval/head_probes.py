@@ -34,7 +34,7 @@ from tireid_lite.data.patch_labels import ParsingMaps
 from tireid_lite.data.synth.attributes import BAGS, BOTTOMS, HATS, TOPS
 from tireid_lite.data.synth.materials import PART_CLASSES, PART_INDEX
 from tireid_lite.eval.colour_matching import COLOUR_WORDS
-from tireid_lite.eval.statistics import paired_difference
+from tireid_lite.eval.statistics import PairedDifference, paired_difference
 from tireid_lite.losses.mim import random_patch_mask
 from tireid_lite.models.irra import MaskedLanguageHead
 
@@ -90,12 +90,13 @@ def mlm_image_probe(
     data: Any,
     split: str = "test",
     *,
-    max_captions: int = 400,
+    max_captions: int | None = 400,
     batch_size: int = 64,
     classes: Iterable[str] = ("colour", "garment"),
     rate: float = 0.15,
     seed: int = 0,
-) -> dict[str, dict[str, float | int | bool]]:
+    keep_hits: bool = False,
+) -> dict[str, dict[str, Any]]:
     """Top-1 accuracy (percent) of the MLM head on masked colour and garment words, true vs shuffled image.
 
     For each word class, the first ``max_captions`` queries of ``split`` that
@@ -107,6 +108,10 @@ def mlm_image_probe(
     The class ``any`` masks each ordinary word of the first ``max_captions``
     queries with probability ``rate`` (drawn from ``seed``) and adds ``prior``:
     the accuracy of always naming the commonest masked word.
+    ``max_captions=None`` probes every caption of the split. With
+    ``keep_hits=True`` each class also holds ``words_ids`` (the masked words'
+    token ids) and ``true_hits`` / ``shuffled_hits`` (100 where the head named
+    the word, else 0), for :func:`pooled_gap` over several seeds' models.
     Needs a model with a masked-language head: IRRA's (``irra``, ``bilma``) or KPDM's, which reads the
     class token and the patches its selector keeps (``kpdm``), each given the image as in training.
     """
@@ -130,7 +135,7 @@ def mlm_image_probe(
             else:
                 targets = torch.tensor(sorted(word_ids(tok, WORD_CLASSES[name])), dtype=torch.long)
                 has_word = torch.isin(queries.caption_ids, targets).any(dim=1).numpy()
-            chosen = np.flatnonzero(has_word)[:max_captions]
+            chosen = np.flatnonzero(has_word)[:max_captions]  # a slice's stop of None keeps them all
             if len(chosen) < 2:
                 out[name] = {"words": 0, "note": f"fewer than two {split} captions name a {name} word"}
                 continue
@@ -152,12 +157,39 @@ def mlm_image_probe(
             out[name] = {"true": float(true.mean()), "shuffled": float(shuffled.mean()), "gap": diff.diff,
                          "low": diff.low, "high": diff.high, "excludes_zero": diff.excludes_zero,
                          "words": int(true.size), "captions": len(chosen)}
+            words = np.concatenate(masked_words)
             if name == "any":
-                words = np.concatenate(masked_words)
                 out[name]["prior"] = float(100.0 * np.bincount(words).max() / words.size)
+            if keep_hits:
+                out[name].update(word_ids=words, true_hits=true, shuffled_hits=shuffled)
     finally:
         model.train(was_training)
     return out
+
+
+def pooled_gap(probes: Iterable[dict[str, Any]], name: str = "colour") -> PairedDifference:
+    """``true - shuffled`` of word class ``name`` over several models (one per seed) probed on the same words.
+
+    ``probes`` are :func:`mlm_image_probe` results with ``keep_hits=True``,
+    each probed with the same split, ``max_captions`` and probe ``seed`` so
+    that every model names the same masked words. The difference is averaged
+    over the models word by word and its interval resamples the words
+    (:func:`~tireid_lite.eval.statistics.paired_difference` with one row per
+    model); ``seed_diffs`` holds each model's own gap.
+    """
+    rows = [probe.get(name, {}) for probe in probes]
+    if not rows:
+        raise ValueError("pooled_gap needs at least one probe result")
+    missing = [i for i, row in enumerate(rows) if "true_hits" not in row]
+    if missing:
+        raise ValueError(f"probe result(s) {missing} have no {name!r} hits; run mlm_image_probe with "
+                         f"classes including {name!r} and keep_hits=True")
+    if any(not np.array_equal(row["word_ids"], rows[0]["word_ids"]) for row in rows[1:]):
+        raise ValueError(f"the probes masked different {name!r} words; probe every model with the same split, "
+                         "max_captions and seed")
+    return paired_difference(np.stack([row["shuffled_hits"] for row in rows]),
+                             np.stack([row["true_hits"] for row in rows]),
+                             f"MLM {name} accuracy (true - shuffled image)")
 
 
 def _targets(data: Any, split: str, indices: Iterable[int], patch_size: int) -> torch.Tensor:
