@@ -25,6 +25,7 @@ from tireid_lite.eval.metrics import retrieval_metrics
 from tireid_lite.progress import progress
 from tireid_lite.distributed import all_gather_cat, rank, shard_range, world_size
 from tireid_lite.errors import ConfigError
+from tireid_lite.heap import release_freed_memory
 from tireid_lite.models.head import RerankInputs
 from tireid_lite.models.scorer import rerank_top_k
 
@@ -138,6 +139,7 @@ def score_split(
                 sim = rerank(model, sim, rerank_k, queries, gallery, text_feats, image_feats, device=device)
     finally:
         model.train(was_training)
+        release_freed_memory()  # the features and re-ranking buffers freed above: back to the system
     return sim, queries.pids, gallery.pids
 
 

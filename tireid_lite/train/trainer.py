@@ -73,6 +73,7 @@ from tireid_lite.checkpoint import (
     set_rng_state,
 )
 from tireid_lite.config import Config, config_differences, module_lrs, no_decay_rules, save_config, validate
+from tireid_lite.heap import release_freed_memory
 from tireid_lite.data.build import Data
 from tireid_lite.distributed import resolve_amp
 from tireid_lite.errors import ConfigError, TIReIDError
@@ -406,6 +407,7 @@ class Trainer:
         for epoch in range(self.epoch + 1, cfg.train.num_epochs + 1):
             started = time.perf_counter()
             self.train_epoch(epoch)
+            release_freed_memory()  # the epoch's activations and batches, freed: back to the system (heap.py)
             self.epoch = epoch
             seconds = round(time.perf_counter() - started, 3)
             record: dict[str, Any] = {"epoch": epoch, "step": self.step, "train_seconds": seconds}
