@@ -61,7 +61,7 @@ GRIDS = notebooks_dir().parent / "grids"
 MINIATURE = {
     "irra": {"arms": "irra"},
     "kpdm": {"arms": "phrase_masking"},
-    "bilma": {"arms": "both"},
+    "bilma": {"arms": "both,both_balanced"},
     "noise": {"arms": "ccd,tcp", "noise": "0.5"},
     "cada": {"arms": "atp_ara"},
     "partlevel": {"arms": "parts_commonality"},
@@ -69,6 +69,9 @@ MINIATURE = {
 # The arm whose difference to the reference is each paper's headline claim (the paper: "above").
 HEADLINE = {"irra": "irra", "kpdm": "phrase_masking", "bilma": "both", "noise": "ccd", "cada": "atp_ara",
             "partlevel": "parts_commonality"}
+# Arms whose probes are shown beside the headline's: BiLMa with the MIM loss balanced over part classes
+# (model.bilma.mim_class_balance, notebook 06), where the MIM head can act on the small parts at all.
+PROBE_ARMS = {"bilma": ("both_balanced",)}
 
 # %% tags=["parameters"]
 profile = ""
@@ -176,7 +179,8 @@ for name, spec in specs.items():
 # ## 4. The probes beside their controls
 #
 # R@1 mixes every mechanism together; a probe looks at one. For each grid's headline arm (and its
-# reference), the cell values averaged over seeds:
+# reference; for BiLMa also the arm with the class-balanced MIM loss of notebook 06), the cell values
+# averaged over seeds:
 # - **partners**: the share of test captions naming the attribute that separates a hard-negative pair for
 #   which the true person outscores the partner (chance 50%, Wilson 95% interval on the pooled count);
 # - **MLM**: masked colour words named with the caption's own image minus with another person's image;
@@ -205,7 +209,7 @@ def partner_line(values: dict[str, float], num_seeds: int) -> str:
 
 probe_rows = []
 for name, spec in specs.items():
-    for arm in dict.fromkeys([spec.reference, HEADLINE[name]]):
+    for arm in dict.fromkeys([spec.reference, HEADLINE[name], *PROBE_ARMS.get(name, ())]):
         v = arm_values(name, arm)
         row = {"grid": name, "arm": arm, "partners": partner_line(v, len(spec.seeds))}
         if "mlm_colour_true" in v:
@@ -238,7 +242,7 @@ for name, source in sources.items():
 #
 # Each paper claims its mechanism lifts retrieval over its reference. Below, for each headline
 # comparison, the verdict the paired interval supports, and the probe verdicts where the mechanism
-# has one. "Reproduces" means the interval excludes 0 on the paper's side; "opposite" that it excludes
+# has one (BiLMa's MIM probe also for its class-balanced arm, marked by its name). "Reproduces" means the interval excludes 0 on the paper's side; "opposite" that it excludes
 # 0 on the other side; otherwise the miniature does not show an effect at this budget. The probes
 # read the same way from their own intervals (MLM: true - shuffled image over the masked words; MIM:
 # small parts - prior over the masked patches); detection has no interval here, and counts as shown
@@ -258,14 +262,16 @@ for name, spec in specs.items():
                  & (paired["noise"].isna() if rate is None else paired["noise"] == rate)].iloc[0]
     verdicts[name] = {"R1_diff": float(row["diff"]), "R1_low": float(row["low"]), "R1_high": float(row["high"]),
                       "R1": direction(row["low"], row["high"])}
-    v = arm_values(name, HEADLINE[name])
-    if "mlm_colour_low" in v:
-        verdicts[name]["MLM reads the image"] = direction(v["mlm_colour_low"], v["mlm_colour_high"])
-    if "mim_small_over_prior_low" in v:
-        verdicts[name]["MIM beats the prior"] = direction(v["mim_small_over_prior_low"], v["mim_small_over_prior_high"])
-    if "detection_f1_over_random" in v:
-        verdicts[name]["detection beats chance"] = ("reproduces" if v["detection_f1_over_random"] > 0.05
-                                                    else "not shown")
+    for arm in (HEADLINE[name], *PROBE_ARMS.get(name, ())):
+        v, label = arm_values(name, arm), "" if arm == HEADLINE[name] else f" ({arm})"
+        if "mlm_colour_low" in v:
+            verdicts[name][f"MLM reads the image{label}"] = direction(v["mlm_colour_low"], v["mlm_colour_high"])
+        if "mim_small_over_prior_low" in v:
+            verdicts[name][f"MIM beats the prior{label}"] = direction(v["mim_small_over_prior_low"],
+                                                                     v["mim_small_over_prior_high"])
+        if "detection_f1_over_random" in v:
+            verdicts[name][f"detection beats chance{label}"] = ("reproduces" if v["detection_f1_over_random"] > 0.05
+                                                                else "not shown")
 
 # %% tags=["nbval-ignore-output"]
 for name, v in verdicts.items():
@@ -304,6 +310,11 @@ for name, v in verdicts.items():
                 "detection_f1", "detection_random_f1"):
         if key in head:
             metrics[f"{name}_{key}"] = head[key]
+    for arm in PROBE_ARMS.get(name, ()):
+        extra = arm_values(name, arm)
+        for key in ("mim_small_with_caption", "mim_small_prior"):
+            if key in extra:
+                metrics[f"{name}_{arm}_{key}"] = extra[key]
 save_metrics(output_dir, metrics)
 print(f"metrics written to metrics.json in the output folder {output_dir.name!r}")
 
@@ -321,7 +332,7 @@ print(f"metrics written to metrics.json in the output folder {output_dir.name!r}
 #
 # ## Exercises
 #
-# 1. Run a whole grid: `tireid grid --spec grids/bilma.yaml` (three seeds, six arms). Does a third seed
+# 1. Run a whole grid: `tireid grid --spec grids/bilma.yaml` (three seeds, seven arms). Does a third seed
 #    narrow the intervals of section 3, and does any verdict change?
 # 2. Interrupt `tireid grid` during a cell and start it again. Which cells run again, and why is the
 #    table the same?

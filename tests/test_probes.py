@@ -11,8 +11,8 @@ import torch
 from tireid_lite.eval.colour_matching import COLOUR_WORDS
 from tireid_lite.eval.floors import FLOORS, check_floors
 from tireid_lite.eval.head_probes import (
-    mim_caption_probe,
     language_head,
+    mim_caption_probe,
     mlm_image_probe,
     pooled_gap,
     position_prior,
