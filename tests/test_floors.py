@@ -202,19 +202,25 @@ def test_a_mim_head_that_names_only_where_parts_usually_are_fails_the_notebook_0
     assert failed[1].startswith("floor mim_beats_the_prior:")
 
 
-def test_a_kpdm_head_cut_off_from_the_image_fails_the_notebook_03_floor(tiny_kpdm, monkeypatch):
+def _oracle_head(model, data, name: str):
+    """The model's masked-language head ``name`` and logits that name every masked word, but only with the
+    caption's own image (``tests.test_probes._oracle_logits``)."""
     from tests.test_probes import _oracle_logits
 
+    head = model.heads[name]
+    return head, _oracle_logits(data, head.predict(torch.zeros(1, 1, 32)).shape[-1])
+
+
+def test_a_kpdm_head_cut_off_from_the_image_fails_the_notebook_03_floor(tiny_kpdm, monkeypatch):
     model, data = tiny_kpdm
-    head = model.heads["kpdm_mlm"]
+    head, oracle = _oracle_head(model, data, "kpdm_mlm")
     floors = _floors("03_kpdm_key_phrase_masking", "kpdm_mlm_reads_the_image")
-    vocab = head.predict(torch.zeros(1, 1, 32)).shape[-1]
 
     def metrics(out):
         return {"mlm_colour_true_phrase": out["colour"]["true"], "mlm_colour_shuffled_phrase": out["colour"]["shuffled"]}
 
     monkeypatch.setattr(head, "image_context", lambda model_, images: images)  # the oracle reads the image itself
-    monkeypatch.setattr(head, "logits", _oracle_logits(data, vocab))
+    monkeypatch.setattr(head, "logits", oracle)
     assert check_floors(metrics(mlm_image_probe(model, data, classes=("colour",))), floors) == []
     monkeypatch.setattr(head, "image_context", lambda model_, images: torch.zeros_like(images))  # the image cut off
     blind = mlm_image_probe(model, data, classes=("colour",))
@@ -224,12 +230,9 @@ def test_a_kpdm_head_cut_off_from_the_image_fails_the_notebook_03_floor(tiny_kpd
 
 
 def test_irra_heads_cut_off_from_the_image_fail_the_notebook_02_seeds_floor(tiny, monkeypatch):
-    from tests.test_probes import _oracle_logits
-
     model, data = tiny
-    head = model.heads["mlm"]
+    head, oracle = _oracle_head(model, data, "mlm")
     floors = _floors("02_baseline_irra", "mlm_reads_colours_over_seeds")
-    vocab = head.predict(torch.zeros(1, 1, 32)).shape[-1]
 
     def seeds_metrics(probes):
         # as notebook 02 writes them: each seed's accuracy on every test colour word, averaged over the seeds
@@ -238,7 +241,7 @@ def test_irra_heads_cut_off_from_the_image_fail_the_notebook_02_seeds_floor(tiny
     def probe():
         return mlm_image_probe(model, data, classes=("colour",), max_captions=None, keep_hits=True)
 
-    monkeypatch.setattr(head, "logits", _oracle_logits(data, vocab))
+    monkeypatch.setattr(head, "logits", oracle)
     monkeypatch.setattr(model, "encode_image_tokens", lambda images: images)  # the oracle reads the image itself
     reads = probe()
     monkeypatch.setattr(model, "encode_image_tokens", lambda images: torch.zeros_like(images))  # the image cut off
