@@ -242,7 +242,8 @@ for name, source in sources.items():
 #
 # Each paper claims its mechanism lifts retrieval over its reference. Below, for each headline
 # comparison, the verdict the paired interval supports, and the probe verdicts where the mechanism
-# has one (BiLMa's MIM probe also for its class-balanced arm, marked by its name). "Reproduces" means the interval excludes 0 on the paper's side; "opposite" that it excludes
+# has one (BiLMa's MIM probe also for its class-balanced arm, marked by its name). "Reproduces"
+# means the interval excludes 0 on the paper's side; "opposite" that it excludes
 # 0 on the other side; otherwise the miniature does not show an effect at this budget. The probes
 # read the same way from their own intervals (MLM: true - shuffled image over the masked words; MIM:
 # small parts - prior over the masked patches); detection has no interval here, and counts as shown

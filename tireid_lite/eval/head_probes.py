@@ -109,7 +109,7 @@ def mlm_image_probe(
     queries with probability ``rate`` (drawn from ``seed``) and adds ``prior``:
     the accuracy of always naming the commonest masked word.
     ``max_captions=None`` probes every caption of the split. With
-    ``keep_hits=True`` each class also holds ``words_ids`` (the masked words'
+    ``keep_hits=True`` each class also holds ``word_ids`` (the masked words'
     token ids) and ``true_hits`` / ``shuffled_hits`` (100 where the head named
     the word, else 0), for :func:`pooled_gap` over several seeds' models.
     Needs a model with a masked-language head: IRRA's (``irra``, ``bilma``) or KPDM's, which reads the

@@ -73,10 +73,10 @@ from tireid_lite.checkpoint import (
     set_rng_state,
 )
 from tireid_lite.config import Config, config_differences, module_lrs, no_decay_rules, save_config, validate
-from tireid_lite.heap import release_freed_memory
 from tireid_lite.data.build import Data
 from tireid_lite.distributed import resolve_amp
 from tireid_lite.errors import ConfigError, TIReIDError
+from tireid_lite.heap import release_freed_memory
 from tireid_lite.eval.retrieval import evaluate as evaluate_retrieval
 from tireid_lite.models import build_model
 from tireid_lite.progress import progress
