@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from tireid_lite.errors import ConfigError
-from tireid_lite.grid import LocalExecutor, load_spec, run_grid
+from tireid_lite.grid import Cell, LocalExecutor, load_spec, mlm_pooled, run_grid
 
 TINY = [
     "data.dataset=synth", "data.synth_ids_train=8", "data.synth_ids_val=3", "data.synth_ids_test=4",
@@ -78,10 +79,24 @@ def test_a_two_cell_grid_runs_resumes_and_writes_its_tables(tmp_path, cache):
     assert row["low"] <= row["diff"] <= row["high"] and "0 (1 seed): " in row["verdict"]
     assert row["diff"] == pytest.approx(record["metrics"]["R1"] - tables["tidy"].query(
         "arm == 'baseline' and metric == 'R1'")["value"].item())
+    with np.load(out / "cells" / "irra-seed0.npz") as arrays:  # every masked word's hit, for pooling over seeds
+        hits = arrays["mlm_colour_true_hits"]
+        assert len(hits) == len(arrays["mlm_colour_word_ids"]) == record["metrics"]["mlm_colour_words"] > 0
+    pooled = pd.read_csv(out / "mlm_pooled.csv").query("words == 'colour'")
+    assert list(pooled["arm"]) == ["irra"] and pooled["seeds"].item() == 1  # the baseline has no MLM head
+    assert pooled["true"].item() == pytest.approx(record["metrics"]["mlm_colour_true"])
+    assert pooled["gap"].item() == pytest.approx(record["metrics"]["mlm_colour_gap"])
 
     lines.clear()  # everything done: nothing runs again
     run_grid(spec, out, profile="cpu", say=lines.append)
     assert "2 done before" in lines[0] and not [line for line in lines if line.startswith("[")]
+
+    older = json.loads((out / "cells" / "baseline-seed0.json").read_text())  # as written before the probes' hits
+    del older["probes_version"]
+    (out / "cells" / "baseline-seed0.json").write_text(json.dumps(older))
+    lines.clear()
+    run_grid(spec, out, profile="cpu", say=lines.append)
+    assert "1 done before" in lines[0] and "baseline seed 0" in next(line for line in lines if line.startswith("["))
 
     (out / "cells" / "irra-seed0.json").unlink()  # as if killed before the last cell finished
     lines.clear()
@@ -152,3 +167,25 @@ def test_a_failed_submitit_job_names_its_cell_and_log(tmp_path):
         list(executor.run(_fails, [(None, Cell("irra", 0, None))]))
     with pytest.raises(ConfigError, match="slurm: parameters \\['colour'\\] were refused"):
         SubmititExecutor(tmp_path / "slurm", {"colour": 1}, cluster="local")
+
+
+def test_mlm_pooled_averages_the_seeds_word_by_word(tmp_path):
+    spec = load_spec(_spec(tmp_path, seeds=[0, 1]))
+    words = np.array([5, 7, 7, 9])
+    hits = {0: ([100, 100, 0, 0], [0, 100, 0, 0]), 1: ([100, 0, 100, 100], [100, 0, 0, 0])}  # gaps +25, +50
+    per_query = {Cell("baseline", s, None): {"R1": np.zeros(3)} for s in (0, 1)}
+    per_query |= {Cell("irra", s, None): {"mlm_colour_word_ids": words,
+                                          "mlm_colour_true_hits": np.array(t, np.uint8),
+                                          "mlm_colour_shuffled_hits": np.array(f, np.uint8)}
+                  for s, (t, f) in hits.items()}
+    row = mlm_pooled(spec, per_query).iloc[0]
+    assert (row["arm"], row["words"], row["seeds"], row["masked"]) == ("irra", "colour", 2, 4)
+    assert (row["true"], row["shuffled"], row["gap"]) == (pytest.approx(62.5), pytest.approx(25.0), pytest.approx(37.5))
+    assert row["low"] <= row["gap"] <= row["high"]
+    del per_query[Cell("irra", 1, None)]["mlm_colour_true_hits"]  # a seed probed without its hits: left out
+    assert mlm_pooled(spec, per_query).empty
+    per_query[Cell("irra", 1, None)] |= {"mlm_colour_true_hits": np.zeros(3, np.uint8),
+                                         "mlm_colour_shuffled_hits": np.zeros(3, np.uint8),
+                                         "mlm_colour_word_ids": np.array([5, 7, 9])}
+    with pytest.raises(ValueError, match="masked different 'colour' words"):
+        mlm_pooled(spec, per_query)

@@ -18,14 +18,18 @@ arm shares and the reference arm the others are compared with::
 Each cell (arm, seed, noise) is trained once through the model cache
 (:func:`~tireid_lite.zoo.get_or_train`), scored on the test split, probed
 (:mod:`tireid_lite.eval.probes`, :mod:`tireid_lite.eval.head_probes`) and written
-to ``<out>/cells/<cell>.json`` (with its per-query values in ``.npz``) before the
-next starts, so a killed grid resumes where it stopped; a cell whose config
-changed since it was written runs again. At the end ``<out>/tidy.csv`` has one
-row per (arm, seed, noise, metric) with the value, the config hash (the zoo
-key) and the commit; ``summary.csv`` the mean ± std over seeds of every
-metric; ``paired.csv`` each arm minus the reference, paired over seeds and
-queries with a bootstrap interval and the verdict it supports
-(:func:`~tireid_lite.eval.statistics.paired_table`).
+to ``<out>/cells/<cell>.json`` (with its per-query values and the MLM probe's
+per-word hits in ``.npz``) before the next starts, so a killed grid resumes
+where it stopped; a cell whose config (or the kit's probe set,
+``PROBES_VERSION``) changed since it was written runs again. At the end
+``<out>/tidy.csv`` has one row per (arm, seed, noise, metric) with the value,
+the config hash (the zoo key) and the commit; ``summary.csv`` the mean ± std
+over seeds of every metric; ``paired.csv`` each arm minus the reference,
+paired over seeds and queries with a bootstrap interval and the verdict it
+supports (:func:`~tireid_lite.eval.statistics.paired_table`);
+``mlm_pooled.csv`` the MLM probe (true - shuffled image, every test caption)
+of each arm pooled over its seeds word by word, with its interval over the
+masked words (:func:`mlm_pooled`).
 
 Cells run one after the other in this process (``--executor local``), or as
 jobs through ``submitit`` (``--executor submitit``, with the spec's ``slurm:``
@@ -54,6 +58,8 @@ from tireid_lite.errors import ConfigError
 
 PROBES = ("partners", "rare_colour", "mlm", "mim", "detection")
 PAIRED_METRICS = ("R1", "mAP", "partner")  # per-query values kept for paired differences
+MLM_CLASSES = ("colour", "garment")  # the MLM probe's word classes, pooled over seeds in mlm_pooled.csv
+PROBES_VERSION = 2  # a cell written by an older probe set runs again (its model from the cache)
 SPEC_KEYS = {"name", "paper", "reference", "seeds", "noise", "shared", "profile_overrides", "arms", "probes",
              "profile", "slurm", "description", "paper_numbers"}
 
@@ -233,10 +239,15 @@ def cell_probes(trained, data, probes: Iterable[str], split: str = "test") -> tu
                        rare_colour_queries=float(rare.rare_queries))
     model = trained.model
     if "mlm" in probes and has_language_head(model):
-        for name, result in mlm_image_probe(model, data, split).items():
-            for k in ("true", "shuffled", "gap", "low", "high"):
+        # every caption of the split, each masked word's hit kept: write_tables pools the seeds word by word
+        for name, result in mlm_image_probe(model, data, split, max_captions=None, keep_hits=True).items():
+            for k in ("true", "shuffled", "gap", "low", "high", "words"):
                 if k in result:
                     metrics[f"mlm_{name}_{k}"] = float(result[k])
+            if "true_hits" in result:
+                per_query[f"mlm_{name}_word_ids"] = np.asarray(result["word_ids"], dtype=np.int64)
+                for k in ("true_hits", "shuffled_hits"):  # 0 or 100 per masked word
+                    per_query[f"mlm_{name}_{k}"] = np.asarray(result[k]).astype(np.uint8)
     if "mim" in probes and "mim" in model.heads and model.heads["mim"].target == "semantic":
         result = mim_caption_probe(model, data, split, seed=trained.cfg.train.seed)
         for k in ("with_caption", "without_caption", "prior", "small_with_caption", "small_prior",
@@ -274,7 +285,7 @@ def run_cell(spec: Spec, cell: Cell, out_dir: str | os.PathLike, profile: str) -
     metrics, per_query, notes = cell_probes(trained, data, spec.probes)
     record = {"spec": spec.name, "arm": cell.arm, "method": arm.method, "seed": cell.seed, "noise": cell.noise,
               "config_hash": model_key(zoo_config(arm.method, profile, cell.seed, overrides)),
-              "commit": kit_commit(), "trained_now": trained.trained_now, "train_s": trained.train_seconds(),
+              "commit": kit_commit(), "probes_version": PROBES_VERSION, "trained_now": trained.trained_now, "train_s": trained.train_seconds(),
               "cell_s": time.perf_counter() - start, "metrics": metrics, "notes": notes}
     cells = Path(out_dir) / "cells"
     cells.mkdir(parents=True, exist_ok=True)
@@ -348,7 +359,8 @@ def _cell_done(path: Path, expected_hash: str) -> bool:
     if not path.is_file() or not path.with_suffix(".npz").is_file():
         return False
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("config_hash") == expected_hash
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return record.get("config_hash") == expected_hash and record.get("probes_version") == PROBES_VERSION
     except (OSError, json.JSONDecodeError):
         return False  # a broken record: run the cell again
 
@@ -398,8 +410,41 @@ def read_cells(spec: Spec, out_dir: str | os.PathLike) -> tuple[list[dict], dict
     return records, per_query
 
 
+def mlm_pooled(spec: Spec, per_query: dict) -> pd.DataFrame:
+    """The MLM probe of each arm pooled over its seeds: one row per (arm, noise, word class).
+
+    Every seed's model was probed on the same masked words of the test split
+    (all its captions), so ``true - shuffled`` is averaged over the seeds word
+    by word and its 95% interval resamples the words
+    (:func:`~tireid_lite.eval.head_probes.pooled_gap`). Columns: ``arm``,
+    ``noise``, ``words`` (the class), ``seeds``, ``masked`` (words per seed),
+    ``true``, ``shuffled``, ``gap``, ``low``, ``high``, ``excludes_zero``. An
+    arm with a seed probed without its hits (an older cell) is left out.
+    """
+    from tireid_lite.eval.head_probes import pooled_gap
+
+    rows = []
+    for rate in spec.noise if spec.noise is not None else (None,):
+        for arm in spec.arms:
+            cells = sorted((c for c in per_query if c.arm == arm and c.noise == rate), key=lambda c: c.seed)
+            for name in MLM_CLASSES:
+                keys = [f"mlm_{name}_{k}" for k in ("word_ids", "true_hits", "shuffled_hits")]
+                if not cells or not all(set(keys) <= set(per_query[c]) for c in cells):
+                    continue
+                probes = [{name: {"word_ids": per_query[c][keys[0]], "true_hits": per_query[c][keys[1]].astype(float),
+                                  "shuffled_hits": per_query[c][keys[2]].astype(float)}} for c in cells]
+                d = pooled_gap(probes, name)
+                rows.append({"arm": arm, "noise": rate, "words": name, "seeds": d.seeds, "masked": d.queries,
+                             "true": float(np.mean([p[name]["true_hits"].mean() for p in probes])),
+                             "shuffled": float(np.mean([p[name]["shuffled_hits"].mean() for p in probes])),
+                             "gap": d.diff, "low": d.low, "high": d.high, "excludes_zero": d.excludes_zero})
+    return pd.DataFrame(rows, columns=["arm", "noise", "words", "seeds", "masked", "true", "shuffled", "gap", "low",
+                                       "high", "excludes_zero"])
+
+
 def write_tables(spec: Spec, out_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
-    """``tidy.csv``, ``summary.csv`` and ``paired.csv`` from the finished cells (see the module docstring)."""
+    """``tidy.csv``, ``summary.csv``, ``paired.csv`` and ``mlm_pooled.csv`` from the finished cells (see the module
+    docstring)."""
     from tireid_lite.eval.statistics import paired_table, seed_summary
 
     out = Path(out_dir)
@@ -425,13 +470,14 @@ def write_tables(spec: Spec, out_dir: str | os.PathLike) -> dict[str, pd.DataFra
             table = paired_table(arrays, spec.reference, metric)
             paired.append(table.assign(metric=metric, noise=rate, reference=spec.reference))
     paired_df = pd.concat(paired, ignore_index=True) if paired else pd.DataFrame()
-    for name, frame in (("tidy", tidy), ("summary", summary), ("paired", paired_df)):
+    pooled = mlm_pooled(spec, per_query)
+    for name, frame in (("tidy", tidy), ("summary", summary), ("paired", paired_df), ("mlm_pooled", pooled)):
         _write_atomic(out / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
     notes = sorted({n for r in records for n in r["notes"]})
     _write_atomic(out / "notes.json", lambda p: p.write_text(json.dumps(
         {"spec": spec.name, "paper": spec.paper, "cells": len(records), "of": len(spec.cells()), "notes": notes,
          "paper_numbers": spec.paper_numbers}, indent=1) + "\n"))
-    return {"tidy": tidy, "summary": summary, "paired": paired_df}
+    return {"tidy": tidy, "summary": summary, "paired": paired_df, "mlm_pooled": pooled}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
