@@ -29,7 +29,7 @@
 #
 # **Prerequisites**: `02_baseline_irra` to `08_partlevel_commonality` (each paper's mechanism).
 #
-# **Run time on cpu**: about 3 minutes when notebooks 03-08 have filled the model cache (26 cells
+# **Run time on cpu**: about 3 minutes when notebooks 02-08 have filled the model cache (28 cells
 # evaluated and probed); about 20 minutes on a cold cache (the cells are trained first). With the
 # results of a full `make tables` in `results/tables/`, it reads them instead.
 
@@ -57,7 +57,7 @@ from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metri
 NOTEBOOK = "10_paper_tables"
 GRIDS = notebooks_dir().parent / "grids"
 # The miniature: each paper's reference and its full method (and, for noise, both partitioners at
-# 50%), over the notebook's seeds; the same configs as notebooks 03-08, so their models are reused.
+# 50%), over the notebook's seeds; the same configs as notebooks 02-08, so their models are reused.
 MINIATURE = {
     "irra": {"arms": "irra"},
     "kpdm": {"arms": "phrase_masking"},
@@ -91,8 +91,10 @@ print(f"profile: {profile}; a grid not finished by make tables runs in miniature
 # ## 1. A paper's ablation as a grid spec
 #
 # The kit ships one spec per paper in `grids/`. IRRA's is the smallest: the baseline (SDM + ID) and
-# IRRA (+ masked language modelling through the cross-modal module), three seeds, the cpu profile's
-# short runs, and the probes to compute for every cell.
+# IRRA (+ masked language modelling through the cross-modal module), three seeds, and the probes to
+# compute for every cell. Its cells run the cpu profile's own budget, so seeds 0 and 1 are notebook
+# 02's models (125 steps over 2,000 identities); the other grids' arms are the short runs of notebooks
+# 03-08 (62 steps over 500 identities).
 
 # %%
 print((GRIDS / "irra.yaml").read_text())
@@ -110,7 +112,7 @@ for name, spec in specs.items():
 # A grid whose every cell is finished in `results/tables/<name>/` (a full `make tables`) is read as
 # it is. Otherwise the notebook runs the miniature: the reference and the full method of each paper,
 # over the notebook's seeds, into its output folder. Each cell is trained once through the model cache
-# (notebooks 03-08 have trained them with the same configs) and probed on the test split.
+# (notebooks 02-08 have trained them with the same configs) and probed on the test split.
 
 # %% tags=["nbval-ignore-output"]
 results, sources = {}, {}
@@ -183,7 +185,9 @@ for name, spec in specs.items():
 # averaged over seeds:
 # - **partners**: the share of test captions naming the attribute that separates a hard-negative pair for
 #   which the true person outscores the partner (chance 50%, Wilson 95% interval on the pooled count);
-# - **MLM**: masked colour words named with the caption's own image minus with another person's image;
+# - **MLM**: masked colour words named with the caption's own image minus with another person's image,
+#   every test caption's colour words, pooled over the seeds word by word with a 95% bootstrap interval
+#   over the words;
 # - **MIM**: small-part accuracy (hat, hair, face, arms, shoes, bag) minus the position-only prior;
 # - **detection**: the partitioner's F1 minus a random flagger's with the same flag rate.
 
@@ -195,6 +199,15 @@ def arm_values(name: str, arm: str) -> dict[str, float]:
     rate = specs[name].noise[-1] if specs[name].noise else None
     rows = tidy[(tidy["arm"] == arm) & (tidy["noise"].isna() if rate is None else tidy["noise"] == rate)]
     return rows.groupby("metric")["value"].mean().to_dict()
+
+
+def mlm_row(name: str, arm: str) -> pd.Series | None:
+    """The pooled MLM colour probe of ``arm`` in grid ``name`` (``mlm_pooled.csv``), or None."""
+    pooled = results[name]["mlm_pooled"]
+    rate = specs[name].noise[-1] if specs[name].noise else None
+    rows = pooled[(pooled["arm"] == arm) & (pooled["words"] == "colour")
+                  & (pooled["noise"].isna() if rate is None else pooled["noise"] == rate)]
+    return rows.iloc[0] if len(rows) else None
 
 
 def partner_line(values: dict[str, float], num_seeds: int) -> str:
@@ -212,9 +225,13 @@ for name, spec in specs.items():
     for arm in dict.fromkeys([spec.reference, HEADLINE[name], *PROBE_ARMS.get(name, ())]):
         v = arm_values(name, arm)
         row = {"grid": name, "arm": arm, "partners": partner_line(v, len(spec.seeds))}
-        if "mlm_colour_true" in v:
-            row["MLM colour: true - shuffled"] = (f"{v['mlm_colour_true']:.1f} - {v['mlm_colour_shuffled']:.1f}"
-                                                  f" = {v['mlm_colour_gap']:+.1f}")
+        mlm = mlm_row(name, arm)
+        if mlm is not None:
+            row["MLM colour: true - shuffled"] = (f"{mlm['true']:.1f} - {mlm['shuffled']:.1f} = {mlm['gap']:+.2f} "
+                                                  f"[{mlm['low']:+.2f}, {mlm['high']:+.2f}], "
+                                                  f"{int(mlm['masked']):,} words x {int(mlm['seeds'])} seeds")
+        elif "mlm_colour_true" in v:
+            row["MLM colour: true - shuffled"] = "seeds probed without their hits: rerun the grid"
         if "mim_small_with_caption" in v:
             row["MIM small parts - prior"] = (f"{v['mim_small_with_caption']:.1f} - {v['mim_small_prior']:.1f}"
                                               f" = {v.get('mim_small_over_prior', float('nan')):+.1f}")
@@ -243,11 +260,11 @@ for name, source in sources.items():
 # Each paper claims its mechanism lifts retrieval over its reference. Below, for each headline
 # comparison, the verdict the paired interval supports, and the probe verdicts where the mechanism
 # has one (BiLMa's MIM probe also for its class-balanced arm, marked by its name). "Reproduces"
-# means the interval excludes 0 on the paper's side; "opposite" that it excludes
-# 0 on the other side; otherwise the miniature does not show an effect at this budget. The probes
-# read the same way from their own intervals (MLM: true - shuffled image over the masked words; MIM:
-# small parts - prior over the masked patches); detection has no interval here, and counts as shown
-# when the partitioner's F1 is more than 0.05 above the random flagger's.
+# means the interval excludes 0 on the paper's side; "opposite" that it excludes 0 on the other
+# side; otherwise the miniature does not show an effect at this budget. The probes read the same
+# way from their own intervals (MLM: true - shuffled image pooled over the seeds, the interval over
+# the masked words; MIM: small parts - prior over the masked patches); detection has no interval
+# here, and counts as shown when the partitioner's F1 is more than 0.05 above the random flagger's.
 
 
 # %%
@@ -265,8 +282,9 @@ for name, spec in specs.items():
                       "R1": direction(row["low"], row["high"])}
     for arm in (HEADLINE[name], *PROBE_ARMS.get(name, ())):
         v, label = arm_values(name, arm), "" if arm == HEADLINE[name] else f" ({arm})"
-        if "mlm_colour_low" in v:
-            verdicts[name][f"MLM reads the image{label}"] = direction(v["mlm_colour_low"], v["mlm_colour_high"])
+        mlm = mlm_row(name, arm)
+        if mlm is not None:
+            verdicts[name][f"MLM reads the image{label}"] = direction(mlm["low"], mlm["high"])
         if "mim_small_over_prior_low" in v:
             verdicts[name][f"MIM beats the prior{label}"] = direction(v["mim_small_over_prior_low"],
                                                                      v["mim_small_over_prior_high"])
