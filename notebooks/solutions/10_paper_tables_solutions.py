@@ -16,15 +16,17 @@
 # # 10 · Solutions to the exercises (for instructors)
 #
 # The exercises that close `10_paper_tables`, solved with the kit's grid runner (`load_spec`, `select`,
-# `run_grid`, `read_cells`, `write_tables`) and the grids' cpu short runs (one pass over the first 500
-# training identities). The cells of 10's miniature (the reference and the full method, seeds 0 and 1) come
-# from the model cache; the exercises that would need far more training than a solution should take are solved
-# on a stated subset, with the command of the full run beside the answer.
+# `run_grid`, `read_cells`, `write_tables`) and the grids' cpu runs (one pass over the first 500 training
+# identities; the IRRA grid runs the cpu profile's own 125 steps over 2,000). The cells of 10's miniature (the
+# reference and the full method, seeds 0 and 1) come from the model cache; the exercises that would need far more
+# training than a solution should take are solved on a stated subset, with the command of the full run beside the
+# answer.
 #
-# **Run time on cpu**: six short trainings (BiLMa's two shown arms at a third seed, IRRA at two more masking
-# rates, the IRRA grid's two arms for three epochs) and 17 probed cells: about 7 minutes on a shared 2-core
-# machine at load 4 once 10 has filled the cache; about a minute when the six are cached too (the committed outputs
-# are those of such a run, hence "from the cache" everywhere). `quick=True` trains on 32 identities for a few steps,
+# **Run time on cpu**: six trainings (BiLMa's two shown arms at a third seed, IRRA at two more masking rates, the
+# IRRA grid's two arms for three epochs) and 15 probed cells: about 5 minutes on an idle 2-core machine once 10 has
+# filled the cache (4.4 minutes measured with BiLMa's third seed already trained by `make tables`); about a minute
+# and a half when the six are cached too (the committed outputs are those of such a run, hence "from the cache"
+# everywhere). `quick=True` trains on 32 identities for a few steps,
 # with one seed fewer and the MLM probe only: the code runs, the numbers mean nothing.
 
 # %%
@@ -181,7 +183,7 @@ print("the resumed cells' models: " + ", ".join(
 # paired: True) because (a) a cell counts as done only when its record and per-query arrays exist and the record's
 # config hash is the cell's, and both files are written atomically at the very end of the cell, so an interrupted
 # cell leaves nothing and runs again in full; (b) every cell's model comes from the model cache under that config
-# hash (here `baseline-cpu-seed0-5c28d3fb9b` and `irra-cpu-seed0-7d121ab4a3` both times), and the probes of a given
+# hash (here `baseline-cpu-seed0-e5ac4eb172` and `irra-cpu-seed0-ed730aa53e` both times), and the probes of a given
 # model are computed the same way each time. Had the interrupt landed during a training, the model cache marks a
 # model done only when its last file is written, so that training would have been started again.
 
@@ -189,9 +191,9 @@ print("the resumed cells' models: " + ", ".join(
 # ## Exercise 3: IRRA with `model.mlm_prob` at 0.15, 0.3 and 0.5
 #
 # A spec of our own, written to the output folder: three IRRA arms that differ only in the share of caption
-# tokens masked, 0.15 (the default, the reference, so 10's cached IRRA model) against 0.3 and 0.5; one seed (the
-# masking rate's effect on the MLM head is read from an interval over the masked words of the test captions),
-# probes `mlm` and `partners`.
+# tokens masked, 0.15 (the default, the reference, so notebook 02's cached IRRA model) against 0.3 and 0.5; one
+# seed (the masking rate's effect on the MLM head is read from an interval over the masked words of the test
+# captions), probes `mlm` and `partners`.
 
 # %%
 mlm_spec_path = output_dir / "irra_mlm_prob.yaml"
@@ -236,23 +238,24 @@ print(paired_rows(by_rate, "R1 and partners vs 0.15")[["metric", "arm", "diff", 
       .round(2).to_string(index=False))
 
 # %% [markdown]
-# **Answer.** No. What ran: the three arms at seed 0 (0.15 is 10's IRRA model from the cache; 0.3 and 0.5 were
-# trained). The MLM head names almost no masked colour word with either image: true - shuffled is 0.0 - 0.1 = -0.1
-# [-0.2, +0.0] at 0.15, +0.0 [+0.0, +0.0] at 0.3 and 0.1 - 0.0 = +0.1 [+0.0, +0.4] at 0.5; garment words 0.0 both
-# ways at every rate. The point estimate rises step by step (printed: True), but by a tenth of a point of an
-# accuracy that is itself about zero, and the 0.5 interval does not lie above the 0.15 one (printed: False): a null
-# result. One pass over 500 identities does not teach the head colour words, whatever share of tokens is masked.
-# Retrieval does not move either: R@1 27.19 at all three rates, paired differences to 0.15 of 0.00 [-0.62, +0.62]
-# and 0.00 [-0.69, +0.75]; mAP and partners include 0 too. With three seeds: set `seeds: [0, 1, 2]` in the spec
-# written above and run `tireid grid --spec irra_mlm_prob.yaml`.
+# **Answer.** No. What ran: the three arms at seed 0 (0.15 is notebook 02's IRRA model from the cache; 0.3 and 0.5
+# were trained, 125 steps each). At this budget the head reads colours from the image at every rate: true - shuffled
+# is 3.5 - 2.3 = +1.2 [+0.7, +1.7] at 0.15, 3.3 - 2.5 = +0.8 [+0.3, +1.3] at 0.3 and 3.4 - 2.1 = +1.3 [+0.8, +1.7]
+# at 0.5, every interval above 0; garment words 0.0 both ways at every rate. But the gap does not grow with the
+# masking rate (printed: False): it dips at 0.3 and comes back at 0.5, and the 0.5 interval does not lie above the
+# 0.15 one (printed: False), a null result for the rate. Retrieval does not move either: R@1 33.25, 33.12 and 33.25,
+# paired differences to 0.15 of -0.12 [-0.88, +0.50] and 0.00 [-0.75, +0.75]; mAP and partners include 0 too.
+# With three seeds: set `seeds: [0, 1, 2]` in the spec written above and run
+# `tireid grid --spec irra_mlm_prob.yaml`.
 
 # %% [markdown]
 # ## Exercise 4: the IRRA grid trained three times longer
 #
-# `--set train.num_epochs=3` comes after the spec's cpu overrides, so each cell makes three passes over the 500
-# identities instead of one. The whole grid is two arms x three seeds; the solution runs seed 0 (two trainings of
-# three epochs, `tireid grid --spec grids/irra.yaml --seeds 0 --set train.num_epochs=3`) and compares it with the
-# one-epoch cells of exercise 2, query by query.
+# `--set train.num_epochs=3` comes after the spec's overrides, so each cell trains three of the cpu profile's
+# epochs (each a new half of the 2,000 identities' batches, 375 steps in all) instead of one (125 steps). The whole
+# grid is two arms x three seeds; the solution runs seed 0 (two trainings of three epochs,
+# `tireid grid --spec grids/irra.yaml --seeds 0 --set train.num_epochs=3`) and compares it with the one-epoch cells
+# of exercise 2, query by query.
 
 # %% tags=["nbval-ignore-output"]
 longer_spec = short(select(load_spec(GRIDS / "irra.yaml", extra_overrides=[*extra, "train.num_epochs=3"]),
@@ -287,14 +290,14 @@ print(f"irra R1 moved (paired interval excludes 0): {r1_moved}; "
       f"MLM colour gap moved (the two intervals do not overlap): {gap_moved}")
 
 # %% [markdown]
-# **Answer.** R@1 moves, the MLM gap does not. What ran: seed 0, both arms, three epochs (two trainings; each keeps
-# its best validation epoch, as every training of the kit does), against exercise 2's one-epoch cells. R@1: baseline 27.62 to
-# 29.88 (+2.25 [+0.25, +4.25], excludes 0), IRRA 27.19 to 28.88 (+1.69 [-0.31, +3.69], includes 0 at one seed). The
-# IRRA head's colour gap goes from -0.1 [-0.2, +0.0] to +0.0 [+0.0, +0.0] and the garment gap stays 0.0: after three
-# passes it still names no masked colour word from the image. Strictly, for the IRRA arm neither change clears its
-# interval (printed: False, False), but R@1 is the one on its way, and the MLM gap, which IRRA's mechanism needs, has
-# not started. IRRA - baseline stays null (-0.44 [-1.38, +0.50] after one epoch, -1.00 [-2.19, +0.12] after three).
-# The whole grid: `tireid grid --spec grids/irra.yaml --set train.num_epochs=3` (two arms x three seeds).
+# **Answer.** R@1 moves, the MLM gap does not. What ran: seed 0, both arms, three epochs (375 steps; two trainings,
+# each keeps its best validation epoch, as every training of the kit does), against exercise 2's one-epoch cells.
+# R@1: baseline 33.62 to 36.25 (+2.62 [+0.50, +4.69]), IRRA 33.25 to 36.75 (+3.50 [+1.44, +5.62]): both intervals
+# exclude 0 (printed: True for IRRA). The IRRA head's colour gap goes from +1.2 [+0.7, +1.7] to +0.7 [+0.3, +1.1]:
+# still above 0 but not larger, and the two intervals overlap (printed: False); the garment gap stays 0.0. The head
+# learns to use the image within the first 125 steps and three times the steps do not widen that use, as notebook 02
+# found at 500 steps. IRRA - baseline stays null: -0.38 [-1.19, +0.44] after one epoch, +0.50 [-0.50, +1.44] after
+# three. The whole grid: `tireid grid --spec grids/irra.yaml --set train.num_epochs=3` (two arms x three seeds).
 
 # %%
 ex1_r1 = ex1[ex1["metric"] == "R1"].set_index("run")
