@@ -42,6 +42,7 @@ def cache(tmp_path, monkeypatch):
     ({"arms": {"a": {"method": "irra", "overide": []}}}, "arm 'a' must be"),
     ({"noise": [1.5]}, "noise must be a list of rates"),
     ({"probes": ["nope"]}, "probes must be a list"),
+    ({"course_overrides": ["train.num_epochs=1"]}, "course_overrides must map a profile"),
     ({"colour": 1}, "unknown keys ['colour']"),
 ])
 def test_a_bad_spec_is_one_clear_error(tmp_path, changes, message):
@@ -122,6 +123,37 @@ def test_the_kit_ships_one_valid_spec_per_paper():
         for cell in spec.cells():  # every cell's config is valid in both profiles
             for profile in ("cpu", "gpu"):
                 zoo_config(spec.arms[cell.arm].method, profile, cell.seed, spec.overrides(cell, profile))
+
+
+def test_the_course_budget_gives_the_models_the_course_notebooks_train():
+    """Notebook 10's miniature (course_budget) trains nothing the course has not: each shipped grid's cells at the
+    course budget are the configs of notebooks 02-08; the longer grids' own cells are not."""
+    from pathlib import Path
+
+    from tireid_lite.grid import course_budget
+    from tireid_lite.notebook import ablation_overrides
+    from tireid_lite.zoo import model_key, zoo_config
+
+    def key(method, overrides):
+        return model_key(zoo_config(method, "cpu", 0, overrides))
+
+    course = {"irra": [], "noise": [*ablation_overrides("cpu", epochs=3), "model.mlm_loss_weight=0"]}
+    longer = 0
+    for path in sorted((Path(__file__).parents[1] / "grids").glob("*.yaml")):
+        spec = load_spec(path)
+        short = course_budget(spec)
+        for cell in short.cells():
+            if cell.seed != 0:
+                continue
+            arm = spec.arms[cell.arm]
+            noise = [] if cell.noise is None else [f"data.noise_rate={cell.noise!r}"]
+            expected = [*course.get(spec.name, ablation_overrides("cpu")), *arm.overrides, *noise]
+            assert key(arm.method, short.overrides(cell, "cpu")) == key(arm.method, expected), (spec.name, cell)
+            if spec.course_overrides:
+                assert key(arm.method, spec.overrides(cell, "cpu")) != key(arm.method, expected), (spec.name, cell)
+        longer += bool(spec.course_overrides)
+        assert course_budget(spec).overrides(spec.cells()[0], "gpu") == spec.overrides(spec.cells()[0], "gpu")
+    assert longer == 4  # kpdm, bilma, cada, partlevel run three passes in make tables
 
 
 def test_select_keeps_the_reference_and_refuses_unknown_arms(tmp_path):

@@ -9,6 +9,8 @@ arm shares and the reference arm the others are compared with::
     reference: baseline
     seeds: [0, 1, 2]
     profile_overrides:                       # per profile, after shared
+      cpu: ["data.train_identities=500", "train.num_epochs=3", "train.epoch_fraction=1.0"]
+    course_overrides:                        # optional: the course's shorter runs (course_budget)
       cpu: ["data.train_identities=500", "train.num_epochs=1", "train.epoch_fraction=1.0"]
     arms:
       baseline: {method: baseline}
@@ -60,8 +62,8 @@ PROBES = ("partners", "rare_colour", "mlm", "mim", "detection")
 PAIRED_METRICS = ("R1", "mAP", "partner")  # per-query values kept for paired differences
 MLM_CLASSES = ("colour", "garment")  # the MLM probe's word classes, pooled over seeds in mlm_pooled.csv
 PROBES_VERSION = 2  # a cell written by an older probe set runs again (its model from the cache)
-SPEC_KEYS = {"name", "paper", "reference", "seeds", "noise", "shared", "profile_overrides", "arms", "probes",
-             "profile", "slurm", "description", "paper_numbers"}
+SPEC_KEYS = {"name", "paper", "reference", "seeds", "noise", "shared", "profile_overrides", "course_overrides", "arms",
+             "probes", "profile", "slurm", "description", "paper_numbers"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Spec:
     noise: tuple[float, ...] | None = None
     shared: tuple[str, ...] = ()
     profile_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)  # profile -> overrides
+    course_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)  # profile -> the course's shorter runs
     extra: tuple[str, ...] = ()  # `tireid grid --set`
     probes: tuple[str, ...] = PROBES
     profile: str = ""
@@ -156,16 +159,19 @@ def load_spec(path: str | os.PathLike, *, extra_overrides: Sequence[str] = ()) -
     probes = raw.get("probes", list(PROBES))
     if not isinstance(probes, list) or set(probes) - set(PROBES):
         raise ConfigError(f"grid spec {path}: probes must be a list of {list(PROBES)}, got {probes!r}")
-    by_profile = raw.get("profile_overrides") or {}
-    if not isinstance(by_profile, dict):
-        raise ConfigError(f"grid spec {path}: profile_overrides must map a profile (cpu, gpu) to a list of overrides")
+    by_profile = {}
+    for key in ("profile_overrides", "course_overrides"):
+        by_profile[key] = raw.get(key) or {}
+        if not isinstance(by_profile[key], dict):
+            raise ConfigError(f"grid spec {path}: {key} must map a profile (cpu, gpu) to a list of overrides")
     name = str(raw["name"])
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"grid spec {path}: name {name!r} must be letters, digits, '-' or '_' (it names a folder)")
     return Spec(name=name, reference=str(raw["reference"]), seeds=tuple(seeds), arms=arms,
                 noise=None if noise is None else tuple(float(r) for r in noise),
                 shared=_strings(path, "shared", raw.get("shared")), extra=tuple(extra_overrides),
-                profile_overrides={str(k): _strings(path, f"profile_overrides.{k}", v) for k, v in by_profile.items()},
+                **{key: {str(k): _strings(path, f"{key}.{k}", v) for k, v in mapping.items()}
+                   for key, mapping in by_profile.items()},
                 probes=tuple(probes),
                 profile=str(raw.get("profile", "") or ""), paper=str(raw.get("paper", "")),
                 description=str(raw.get("description", "")), slurm=dict(raw.get("slurm") or {}),
@@ -494,6 +500,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arms", default="", help="only these arms, comma-separated (the reference is kept)")
     parser.add_argument("--seeds", default="", help="only these seeds, comma-separated, e.g. 0")
     parser.add_argument("--noise", default="", help="only these noise rates of the spec, comma-separated, e.g. 0.5")
+
+
+def course_budget(spec: Spec) -> Spec:
+    """``spec`` with the course notebooks' budget: each profile's ``course_overrides`` in place of its
+    ``profile_overrides`` (a profile without them keeps its own). Notebook 10's miniature runs the grids this way,
+    so its cells are the models notebooks 02-08 trained."""
+    return replace(spec, profile_overrides={**spec.profile_overrides, **spec.course_overrides})
 
 
 def select(spec: Spec, arms: str = "", seeds: str = "", noise: str = "") -> Spec:
