@@ -44,9 +44,10 @@ from tireid_lite.course import notebooks_dir
 from tireid_lite.envinfo import environment_report
 from tireid_lite.eval.probes import wilson_interval
 from tireid_lite.grid import (
+    course_budget,
     kit_commit,
     load_spec,
-    read_cells,
+    pending_cells,
     run_grid,
     select,
     write_tables,
@@ -57,7 +58,7 @@ from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metri
 NOTEBOOK = "10_paper_tables"
 GRIDS = notebooks_dir().parent / "grids"
 # The miniature: each paper's reference and its full method (and, for noise, both partitioners at
-# 50%), over the notebook's seeds; the same configs as notebooks 02-08, so their models are reused.
+# 50%), over the notebook's seeds, at the course's budget (course_budget): the models of notebooks 02-08.
 MINIATURE = {
     "irra": {"arms": "irra"},
     "kpdm": {"arms": "phrase_masking"},
@@ -93,8 +94,9 @@ print(f"profile: {profile}; a grid not finished by make tables runs in miniature
 # The kit ships one spec per paper in `grids/`. IRRA's is the smallest: the baseline (SDM + ID) and
 # IRRA (+ masked language modelling through the cross-modal module), three seeds, and the probes to
 # compute for every cell. Its cells run the cpu profile's own budget, so seeds 0 and 1 are notebook
-# 02's models (125 steps over 2,000 identities); the other grids' arms are the short runs of notebooks
-# 03-08 (62 steps over 500 identities).
+# 02's models (125 steps over 2,000 identities). KPDM's, BiLMa's, CADA's and the part-level grid's arms
+# make three passes over 500 identities (186 steps), three times the one pass of notebooks 03-08 (their
+# `course_overrides`); the noise grid runs notebook 05's runs.
 
 # %%
 print((GRIDS / "irra.yaml").read_text())
@@ -109,22 +111,23 @@ for name, spec in specs.items():
 # %% [markdown]
 # ## 2. Run the grids, or read a full `make tables`
 #
-# A grid whose every cell is finished in `results/tables/<name>/` (a full `make tables`) is read as
-# it is. Otherwise the notebook runs the miniature: the reference and the full method of each paper,
-# over the notebook's seeds, into its output folder. Each cell is trained once through the model cache
-# (notebooks 02-08 have trained them with the same configs) and probed on the test split.
+# A grid whose every cell is finished in `results/tables/<name>/` (a full `make tables` of this
+# spec) is read as it is. Otherwise the notebook runs the miniature: the reference and the full method of each paper,
+# over the notebook's seeds, at the course's budget (one pass over 500 identities where the grid makes
+# three), into its output folder. Each cell comes from the model cache (notebooks 02-08 have trained
+# them with the same configs) and is probed on the test split.
 
 # %% tags=["nbval-ignore-output"]
 results, sources = {}, {}
 for name, spec in specs.items():
-    finished, _ = read_cells(spec, full_dir / name)
-    if len(finished) == len(spec.cells()):
+    if not pending_cells(spec, full_dir / name, profile):  # every cell written for this spec and probe set
         shown_dir = full_dir / name
         if shown_dir.is_relative_to(notebooks_dir().parent):
             shown_dir = shown_dir.relative_to(notebooks_dir().parent)
         results[name], sources[name] = write_tables(spec, full_dir / name), f"make tables ({shown_dir})"
         continue
-    mini = select(spec, arms=MINIATURE[name]["arms"], seeds=seeds, noise=MINIATURE[name].get("noise", ""))
+    mini = course_budget(select(spec, arms=MINIATURE[name]["arms"], seeds=seeds,
+                                noise=MINIATURE[name].get("noise", "")))
     specs[name] = mini
     results[name] = run_grid(mini, output_dir / "tables" / name, profile=profile)
     sources[name] = f"miniature ({len(mini.cells())} cells)"
@@ -259,7 +262,7 @@ for name, source in sources.items():
 #
 # Each paper claims its mechanism lifts retrieval over its reference. Below, for each headline
 # comparison, the verdict the paired interval supports, and the probe verdicts where the mechanism
-# has one (BiLMa's MIM probe also for its class-balanced arm, marked by its name). "Reproduces"
+# has one (for BiLMa also the R@1 and probes of its class-balanced arm, marked by its name). "Reproduces"
 # means the interval excludes 0 on the paper's side; "opposite" that it excludes 0 on the other
 # side; otherwise the miniature does not show an effect at this budget. The probes read the same
 # way from their own intervals (MLM: true - shuffled image pooled over the seeds, the interval over
@@ -282,6 +285,11 @@ for name, spec in specs.items():
                       "R1": direction(row["low"], row["high"])}
     for arm in (HEADLINE[name], *PROBE_ARMS.get(name, ())):
         v, label = arm_values(name, arm), "" if arm == HEADLINE[name] else f" ({arm})"
+        if label:
+            d = paired[(paired["arm"] == arm) & (paired["metric"] == "R1")
+                       & (paired["noise"].isna() if rate is None else paired["noise"] == rate)].iloc[0]
+            verdicts[name][f"R1 - {spec.reference} = {d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{label}"] = (
+                direction(d["low"], d["high"]))
         mlm = mlm_row(name, arm)
         if mlm is not None:
             verdicts[name][f"MLM reads the image{label}"] = direction(mlm["low"], mlm["high"])
@@ -294,7 +302,7 @@ for name, spec in specs.items():
 
 # %% tags=["nbval-ignore-output"]
 for name, v in verdicts.items():
-    others = "; ".join(f"{k}: {x}" for k, x in v.items() if not k.startswith("R1"))
+    others = "; ".join(f"{k}: {x}" for k, x in v.items() if k not in ("R1", "R1_diff", "R1_low", "R1_high"))
     print(f"- {specs[name].paper}\n    R1 {HEADLINE[name]} - {specs[name].reference} = {v['R1_diff']:+.2f} "
           f"[{v['R1_low']:+.2f}, {v['R1_high']:+.2f}]: {v['R1']}" + (f"; {others}" if others else ""))
 shown = [n for n, v in verdicts.items() if v["R1"] == "reproduces"]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tireid_lite.errors import ConfigError
-from tireid_lite.grid import Cell, LocalExecutor, load_spec, mlm_pooled, run_grid
+from tireid_lite.grid import Cell, LocalExecutor, load_spec, mlm_pooled, pending_cells, run_grid
 
 TINY = [
     "data.dataset=synth", "data.synth_ids_train=8", "data.synth_ids_val=3", "data.synth_ids_test=4",
@@ -87,6 +87,10 @@ def test_a_two_cell_grid_runs_resumes_and_writes_its_tables(tmp_path, cache):
     assert list(pooled["arm"]) == ["irra"] and pooled["seeds"].item() == 1  # the baseline has no MLM head
     assert pooled["true"].item() == pytest.approx(record["metrics"]["mlm_colour_true"])
     assert pooled["gap"].item() == pytest.approx(record["metrics"]["mlm_colour_gap"])
+
+    assert pending_cells(spec, out, "cpu") == []  # what notebook 10 asks before reading a make tables run
+    changed = load_spec(_spec(tmp_path), extra_overrides=["train.lr=0.0002"])
+    assert [c.key for c in pending_cells(changed, out, "cpu")] == ["baseline-seed0", "irra-seed0"]
 
     lines.clear()  # everything done: nothing runs again
     run_grid(spec, out, profile="cpu", say=lines.append)

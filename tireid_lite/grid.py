@@ -376,19 +376,27 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def pending_cells(spec: Spec, out_dir: str | os.PathLike, profile: str = "") -> list[Cell]:
+    """The cells of ``spec`` not yet done in ``out_dir/cells``: missing, or written for another config or probe set."""
+    from tireid_lite.notebook import resolve_profile
+    from tireid_lite.zoo import model_key, zoo_config
+
+    profile = resolve_profile(profile or spec.profile)
+    return [c for c in spec.cells() if not _cell_done(Path(out_dir) / "cells" / f"{c.key}.json", model_key(zoo_config(
+        spec.arms[c.arm].method, profile, c.seed, spec.overrides(c, profile))))]
+
+
 def run_grid(spec: Spec, out_dir: str | os.PathLike, *, profile: str = "", executor=None,
              say: Callable[[str], None] = print) -> dict[str, pd.DataFrame]:
     """Run every cell not yet done (one progress line each, with an ETA) and write the tables."""
     from tireid_lite.notebook import resolve_profile
-    from tireid_lite.zoo import model_key, zoo_config
 
     profile = resolve_profile(profile or spec.profile)
     out = Path(out_dir)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     executor = executor or LocalExecutor()
     cells = spec.cells()
-    todo = [c for c in cells if not _cell_done(out / "cells" / f"{c.key}.json", model_key(zoo_config(
-        spec.arms[c.arm].method, profile, c.seed, spec.overrides(c, profile))))]
+    todo = pending_cells(spec, out, profile)
     say(f"grid {spec.name}: {len(cells)} cells ({len(spec.arms)} arms x {len(spec.seeds)} seeds"
         + (f" x {len(spec.noise)} noise rates" if spec.noise else "") + f"), {len(cells) - len(todo)} done before, "
         f"profile {profile}")

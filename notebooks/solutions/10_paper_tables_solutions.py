@@ -16,11 +16,11 @@
 # # 10 · Solutions to the exercises (for instructors)
 #
 # The exercises that close `10_paper_tables`, solved with the kit's grid runner (`load_spec`, `select`,
-# `run_grid`, `read_cells`, `write_tables`) and the grids' cpu runs (one pass over the first 500 training
-# identities; the IRRA grid runs the cpu profile's own 125 steps over 2,000). The cells of 10's miniature (the
-# reference and the full method, seeds 0 and 1) come from the model cache; the exercises that would need far more
-# training than a solution should take are solved on a stated subset, with the command of the full run beside the
-# answer.
+# `run_grid`, `read_cells`, `write_tables`, `course_budget`): BiLMa's grid at the course's one pass over the first
+# 500 training identities, the IRRA grid at the cpu profile's own 125 steps over 2,000. The cells of 10's miniature
+# (the reference and the full method, seeds 0 and 1) come from the model cache; the exercises that would need far
+# more training than a solution should take are solved on a stated subset, with the command of the full run beside
+# the answer.
 #
 # **Run time on cpu**: six trainings (BiLMa's two shown arms at a third seed, IRRA at two more masking rates, the
 # IRRA grid's two arms for three epochs) and 15 probed cells: about 5 minutes on an idle 2-core machine once 10 has
@@ -40,7 +40,14 @@ import yaml
 
 from tireid_lite.course import notebooks_dir
 from tireid_lite.eval.statistics import paired_difference
-from tireid_lite.grid import LocalExecutor, load_spec, read_cells, run_grid, select
+from tireid_lite.grid import (
+    LocalExecutor,
+    course_budget,
+    load_spec,
+    read_cells,
+    run_grid,
+    select,
+)
 from tireid_lite.notebook import resolve_output_dir, resolve_profile, save_metrics
 
 # %%
@@ -88,13 +95,14 @@ def paired_rows(tables: dict, label: str) -> pd.DataFrame:
 # %% [markdown]
 # ## Exercise 1: a whole BiLMa grid, three seeds
 #
-# The whole grid is six arms x three seeds = 18 short trainings (`tireid grid --spec grids/bilma.yaml`), far more
-# than a solution should take on a shared cpu. The question is what a third seed does to the intervals, so the
-# solution runs the arms 10 shows (`neither`, the reference, and `both`) at seeds 0 and 1 (cached), then adds
-# seed 2 in the same folder: the grid resumes, trains only the two new cells, and the tables are written again.
+# The whole grid is seven arms x three seeds = 21 trainings of three passes each (`tireid grid --spec
+# grids/bilma.yaml`), far more than a solution should take on a shared cpu. The question is what a third seed does
+# to the intervals, so the solution runs the arms 10 shows (`neither`, the reference, and `both`) at the course's
+# budget (`course_budget`: one pass, 10's miniature) at seeds 0 and 1 (cached), then adds seed 2 in the same
+# folder: the grid resumes, trains only the two new cells, and the tables are written again.
 
 # %% tags=["nbval-ignore-output"]
-bilma = short(load_spec(GRIDS / "bilma.yaml", extra_overrides=extra))
+bilma = short(course_budget(load_spec(GRIDS / "bilma.yaml", extra_overrides=extra)))
 third = seeds[-1] + 1
 two_seeds = run_grid(select(bilma, arms="both", seeds=seed_list(seeds)), output_dir / "bilma", profile=profile)
 three_seeds = run_grid(select(bilma, arms="both", seeds=seed_list([*seeds, third])), output_dir / "bilma",
@@ -118,8 +126,8 @@ print(f"verdicts (interval above, below or including 0) that change: {', '.join(
 # 0.24, the partner share from 3.07 to 2.41. No verdict changes: with two seeds and with three, all three
 # intervals include 0 (R@1 -0.03, then -0.25). A seed adds its queries' differences to the average the bootstrap
 # resamples, so the interval tightens, but it does not make BiLMa's gain appear at this budget. The whole grid is
-# `tireid grid --spec grids/bilma.yaml` (six arms x three seeds, 18 short trainings, of which this solution ran the
-# 6 cells of the two arms above).
+# `tireid grid --spec grids/bilma.yaml` (seven arms x three seeds, each three passes over the 500 identities; this
+# solution ran the 6 cells of the two arms above at one pass).
 
 # %% [markdown]
 # ## Exercise 2: interrupt `tireid grid` and start it again
