@@ -223,5 +223,5 @@ def test_mlm_pooled_averages_the_seeds_word_by_word(tmp_path):
     per_query[Cell("irra", 1, None)] |= {"mlm_colour_true_hits": np.zeros(3, np.uint8),
                                          "mlm_colour_shuffled_hits": np.zeros(3, np.uint8),
                                          "mlm_colour_word_ids": np.array([5, 7, 9])}
-    with pytest.raises(ValueError, match="masked different 'colour' words"):
+    with pytest.raises(ValueError, match="grid tiny, arm irra: the probes masked different 'colour' words"):
         mlm_pooled(spec, per_query)

@@ -4,7 +4,7 @@ A spec names the arms (an arm = a method and a set of config overrides), the
 seeds, optionally the noise rates (``data.noise_rate``), the overrides every
 arm shares and the reference arm the others are compared with::
 
-    name: irra
+    name: irra_three_passes
     paper: IRRA (CVPR 2023), Table 3
     reference: baseline
     seeds: [0, 1, 2]
@@ -291,8 +291,9 @@ def run_cell(spec: Spec, cell: Cell, out_dir: str | os.PathLike, profile: str) -
     metrics, per_query, notes = cell_probes(trained, data, spec.probes)
     record = {"spec": spec.name, "arm": cell.arm, "method": arm.method, "seed": cell.seed, "noise": cell.noise,
               "config_hash": model_key(zoo_config(arm.method, profile, cell.seed, overrides)),
-              "commit": kit_commit(), "probes_version": PROBES_VERSION, "trained_now": trained.trained_now, "train_s": trained.train_seconds(),
-              "cell_s": time.perf_counter() - start, "metrics": metrics, "notes": notes}
+              "commit": kit_commit(), "probes_version": PROBES_VERSION, "trained_now": trained.trained_now,
+              "train_s": trained.train_seconds(), "cell_s": time.perf_counter() - start, "metrics": metrics,
+              "notes": notes}
     cells = Path(out_dir) / "cells"
     cells.mkdir(parents=True, exist_ok=True)
     def save_arrays(path: Path) -> None:
@@ -447,7 +448,10 @@ def mlm_pooled(spec: Spec, per_query: dict) -> pd.DataFrame:
                     continue
                 probes = [{name: {"word_ids": per_query[c][keys[0]], "true_hits": per_query[c][keys[1]].astype(float),
                                   "shuffled_hits": per_query[c][keys[2]].astype(float)}} for c in cells]
-                d = pooled_gap(probes, name)
+                try:
+                    d = pooled_gap(probes, name)
+                except ValueError as err:
+                    raise ValueError(f"grid {spec.name}, arm {arm}: {err}") from None
                 rows.append({"arm": arm, "noise": rate, "words": name, "seeds": d.seeds, "masked": d.queries,
                              "true": float(np.mean([p[name]["true_hits"].mean() for p in probes])),
                              "shuffled": float(np.mean([p[name]["shuffled_hits"].mean() for p in probes])),
