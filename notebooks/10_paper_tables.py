@@ -112,9 +112,9 @@ for name, spec in specs.items():
 # ## 2. Run the grids, or read a full `make tables`
 #
 # A grid whose every cell is finished in `results/tables/<name>/` (a full `make tables` of this
-# spec) is read as it is. Otherwise the notebook runs the miniature: the reference and the full method of each paper,
-# over the notebook's seeds, at the course's budget (one pass over 500 identities where the grid makes
-# three), into its output folder. Each cell comes from the model cache (notebooks 02-08 have trained
+# spec) is read as it is. Otherwise the notebook runs the miniature: the reference and the full
+# method of each paper, over the notebook's seeds, at the course's budget (one pass over 500
+# identities where the grid makes three), into its output folder. Each cell comes from the model cache (notebooks 02-08 have trained
 # them with the same configs) and is probed on the test split.
 
 # %% tags=["nbval-ignore-output"]
@@ -275,19 +275,23 @@ def direction(low: float, high: float) -> str:
     return "reproduces" if low > 0 else "opposite" if high < 0 else "not shown"
 
 
+def paired_r1(name: str, arm: str) -> pd.Series:
+    """``arm``'s paired R@1 difference to the reference in grid ``name`` (at the last noise rate)."""
+    paired = results[name]["paired"]
+    rate = specs[name].noise[-1] if specs[name].noise else None
+    return paired[(paired["arm"] == arm) & (paired["metric"] == "R1")
+                  & (paired["noise"].isna() if rate is None else paired["noise"] == rate)].iloc[0]
+
+
 verdicts = {}
 for name, spec in specs.items():
-    paired = results[name]["paired"]
-    rate = spec.noise[-1] if spec.noise else None
-    row = paired[(paired["arm"] == HEADLINE[name]) & (paired["metric"] == "R1")
-                 & (paired["noise"].isna() if rate is None else paired["noise"] == rate)].iloc[0]
+    row = paired_r1(name, HEADLINE[name])
     verdicts[name] = {"R1_diff": float(row["diff"]), "R1_low": float(row["low"]), "R1_high": float(row["high"]),
                       "R1": direction(row["low"], row["high"])}
     for arm in (HEADLINE[name], *PROBE_ARMS.get(name, ())):
         v, label = arm_values(name, arm), "" if arm == HEADLINE[name] else f" ({arm})"
         if label:
-            d = paired[(paired["arm"] == arm) & (paired["metric"] == "R1")
-                       & (paired["noise"].isna() if rate is None else paired["noise"] == rate)].iloc[0]
+            d = paired_r1(name, arm)
             verdicts[name][f"R1 - {spec.reference} = {d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]{label}"] = (
                 direction(d["low"], d["high"]))
         mlm = mlm_row(name, arm)
